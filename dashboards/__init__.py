@@ -1,0 +1,1 @@
+"""dashboards: Grafana dashboards as code, their checks, and upload."""

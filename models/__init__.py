@@ -1,0 +1,1 @@
+"""models: base encoders, datasets, fine-tuning and evaluation of the classifiers the stream runs."""
