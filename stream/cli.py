@@ -42,7 +42,7 @@ SUBCOMMANDS: dict[str, str] = {
     "sql": "stream.cli_basic:sql_command",
     "run": "stream.cli_run:run_command",
     "replay": "stream.cli_replay:replay_command",
-    "diff": "stream.cli_replay:diff_command",
+    "diff": "stream.cli_diff:diff_command",
     "ingest": "stream.cli_ingest:ingest_command",
     "demo": "stream.demo:demo_command",
     "train": "models.cli:train_command",
