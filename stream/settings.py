@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from stream.errors import ConfigError
@@ -27,8 +29,9 @@ class _Section(BaseModel):
 
 
 class KafkaSettings(_Section):
-    bootstrap_servers: list[str] = Field(default_factory=lambda: ["127.0.0.1:9092"])
-    topics: list[str] = Field(default_factory=lambda: ["news"])
+    # NoDecode: the environment gives "a:9092,b:9092", not JSON; the validator splits it.
+    bootstrap_servers: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1:9092"])
+    topics: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["news"])
     group_id: str = "yuqing"
     client_id: str = "yuqing"
     dlq_suffix: str = ".dlq"
@@ -97,7 +100,7 @@ class BatchSettings(_Section):
 
 
 class ModelSettings(_Section):
-    packages: list[Path] = Field(default_factory=list)
+    packages: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     variant: Literal["auto", "fp32", "int8", "fp16"] = "auto"
     intra_op_threads: int = Field(default=0, ge=0)
@@ -128,9 +131,6 @@ class Settings(BaseSettings):
     models: ModelSettings = Field(default_factory=ModelSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-
-    # Set per load by load_settings(); pydantic-settings reads it in settings_customise_sources.
-    _toml_data: dict[str, Any] = {}
 
     @classmethod
     def settings_customise_sources(
@@ -217,6 +217,8 @@ def load_settings(
         return Settings.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_describe(exc), hint="see `yuqing config show` and README") from None
+    except SettingsError as exc:
+        raise ConfigError(f"invalid settings in the environment: {exc}") from None
     finally:
         _CURRENT_TOML = {}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -137,10 +137,9 @@ class Store:
         return int(self.scalar(f"SELECT max(version) FROM {self.database}.schema_migrations") or 0)
 
     def close(self) -> None:
-        try:
+        # Closing twice or after a failure must not hide the real error.
+        with suppress(Exception):
             self.client.close()
-        except Exception:  # closing twice or after a failure must not hide the real error
-            pass
 
     def __enter__(self) -> Store:
         return self

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+
+from stream.errors import KafkaUnavailable
+from stream.kafka_admin import ensure_topic
+from stream.kafka_source import KafkaSource
+from stream.settings import KafkaSettings
+
+pytestmark = pytest.mark.integration
+
+
+def test_produce_and_consume_on_the_real_broker(kafka_bootstrap: str, topic_name: str, group_name: str) -> None:
+    settings = KafkaSettings(bootstrap_servers=[kafka_bootstrap])
+    ensure_topic(settings, topic_name, partitions=2)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    for i in range(10):
+        producer.send(topic_name, key=str(i).encode(), value=b'{"title": "t%d", "text": "x"}' % i)
+    producer.send(topic_name, value=b"not json")
+    producer.flush()
+    producer.close()
+
+    source = KafkaSource(settings, [topic_name], group_name)
+    seen = 0
+    bad = 0
+    for _ in range(30):
+        batch = source.next_batch(100, 500)
+        seen += len(batch.items)
+        bad += len(batch.bad)
+        source.commit(batch)
+        if seen + bad >= 11:
+            break
+    source.close()
+    assert (seen, bad) == (10, 1)
+
+    check = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group_name, enable_auto_commit=False)
+    from kafka import TopicPartition
+
+    committed = sum(check.committed(TopicPartition(topic_name, p)) or 0 for p in (0, 1))
+    check.close()
+    assert committed == 11
+
+
+def test_unreachable_broker_is_a_one_line_error() -> None:
+    settings = KafkaSettings(bootstrap_servers=["127.0.0.1:1"])
+    with pytest.raises(KafkaUnavailable, match="no Kafka broker answered"):
+        KafkaSource(settings, ["x"], "g")
