@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-unit test-integration lint kafka-up kafka-down typecheck-deps clean
+.PHONY: setup demo test test-unit test-integration lint kafka-up kafka-down typecheck-deps clean deploy-check
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null || { echo "need $(PY)"; exit 1; }
@@ -38,8 +38,12 @@ test-integration: setup kafka-up
 	$(BIN)/python -m pytest tests/integration -q -m "not slow"
 
 lint: setup
-	$(BIN)/ruff check stream models export dashboards tests
+	$(BIN)/ruff check stream models export dashboards deploy tests
 	$(BIN)/mypy
+
+## deploy-check: offline checks of compose, Kubernetes manifests, Dockerfiles and the cluster DDL
+deploy-check: setup
+	$(BIN)/python deploy/validate.py
 
 kafka-up:
 	bash deploy/local/kafka.sh up

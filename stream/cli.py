@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import logging
 import sys
@@ -112,8 +113,13 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: int) -> None:
     """yuqing (舆情): streaming sentiment and topic scoring for public-opinion monitoring."""
     ctx.ensure_object(dict)
     ctx.obj["config_path"] = config_path
+    ctx.obj["verbose"] = verbose
+    # Libraries (kafka-python above all) stay at WARNING unless -v; our own loggers follow log_level.
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+OWN_LOGGERS = ("stream", "models", "export", "dashboards", "yuqing")
 
 
 def settings_from(ctx: click.Context, overrides: dict[str, Any] | None = None) -> Settings:
@@ -121,11 +127,10 @@ def settings_from(ctx: click.Context, overrides: dict[str, Any] | None = None) -
     root = ctx.find_root()
     config_path = (root.obj or {}).get("config_path")
     settings = load_settings(config_path, overrides)
-    logging.getLogger().setLevel(
-        min(logging.getLogger().level, getattr(logging, settings.log_level))
-        if logging.getLogger().level != logging.WARNING
-        else getattr(logging, settings.log_level)
-    )
+    verbose = (root.obj or {}).get("verbose", 0)
+    own_level = logging.DEBUG if verbose >= 2 else getattr(logging, settings.log_level)
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(own_level)
     return settings
 
 

@@ -24,7 +24,7 @@ def group_lag(settings: KafkaSettings, group_id: str) -> list[tuple[str, int, in
     """(topic, partition, committed offset or -1, end offset) for every partition the group committed."""
     client = admin(settings)
     try:
-        committed = client.list_consumer_group_offsets(group_id)
+        committed = client.list_group_offsets({group_id: None}).get(group_id, {})
     finally:
         client.close()
     if not committed:

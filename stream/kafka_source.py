@@ -48,7 +48,13 @@ class KafkaSource:
     def __init__(self, settings: KafkaSettings, topics: list[str], group_id: str) -> None:
         self.settings = settings
         self.group_id = group_id
-        self.consumer = consumer(settings, group_id, max_poll_records=2000)
+        self.consumer = consumer(
+            settings,
+            group_id,
+            max_poll_records=2000,
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=max(1000, settings.session_timeout_ms // 4),
+        )
         self._revoked: set[tuple[str, int]] = set()
         self.consumer.subscribe(topics=topics, listener=_Rebalance(self._revoked.update))
 
@@ -83,6 +89,10 @@ class KafkaSource:
         batch.items = [(r, i) for r, i in batch.items if (r.topic, r.partition) not in revoked]
         batch.bad = [b for b in batch.bad if (b.record.topic, b.record.partition) not in revoked]
         batch.next_offsets = {tp: o for tp, o in batch.next_offsets.items() if tp not in revoked}
+
+    @property
+    def assigned(self) -> bool:
+        return bool(self.consumer.assignment())
 
     def commit(self, batch: Batch) -> None:
         if not batch.next_offsets:

@@ -77,6 +77,8 @@ class Pipeline:
             if not len(batch):
                 if getattr(self.source, "exhausted", False) or self._idle_too_long(idle_since):
                     break
+                if not getattr(self.source, "assigned", True):
+                    idle_since = time.monotonic()  # waiting for a rebalance is not being idle
                 self._maybe_write_stats(0.0)
                 continue
             started = time.perf_counter()
@@ -147,8 +149,19 @@ class Pipeline:
         for (topic, partition), (position, end) in lag_of().items():
             LAG.labels(topic, str(partition)).set(end - position)
             rows.append(
-                [now, self.consumer_name, self.group_id, topic, partition, position, end, end - position,
-                 self._batch_items, self._batch_bad, batch_seconds]
+                [
+                    now,
+                    self.consumer_name,
+                    self.group_id,
+                    topic,
+                    partition,
+                    position,
+                    end,
+                    end - position,
+                    self._batch_items,
+                    self._batch_bad,
+                    batch_seconds,
+                ]
             )
         self._batch_items = self._batch_bad = 0
         if rows:

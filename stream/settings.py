@@ -45,6 +45,9 @@ class KafkaSettings(_Section):
     ssl_keyfile: str | None = None
     ssl_password: SecretStr | None = None
     max_message_bytes: int = Field(default=1_000_000, gt=0)
+    # A consumer that died without leaving holds its partitions this long; heartbeats run in a
+    # background thread, so a short timeout is safe and makes restarts after kill -9 quick.
+    session_timeout_ms: int = Field(default=10_000, ge=6_000)
 
     @field_validator("bootstrap_servers", "topics", mode="before")
     @classmethod

@@ -29,7 +29,9 @@ def test_valid_item_defaults() -> None:
 
 
 def test_chinese_and_explicit_fields() -> None:
-    item = classify(rec(good(id="a1", title="股市大涨", text="今天沪指上涨", published_at="2026-11-01T08:00:00+08:00")), 10_000)
+    item = classify(
+        rec(good(id="a1", title="股市大涨", text="今天沪指上涨", published_at="2026-11-01T08:00:00+08:00")), 10_000
+    )
     assert isinstance(item, NewsItem)
     assert (item.id, item.lang) == ("a1", "zh")
     assert item.published_at == dt.datetime(2026, 11, 1, 0, 0, tzinfo=dt.UTC)

@@ -44,12 +44,12 @@ def test_unknown_key_is_a_config_error(tmp_path: Path) -> None:
 def test_malformed_toml(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text("[kafka\n")
-    with pytest.raises(ConfigError, match="not valid TOML"):
+    with pytest.raises(ConfigError, match=r"not valid TOML"):
         load_settings(cfg)
 
 
 def test_bad_dsn_scheme() -> None:
-    with pytest.raises(ConfigError, match="must start with chdb://"):
+    with pytest.raises(ConfigError, match=r"must start with chdb://"):
         load_settings(None, {"store": {"dsn": "postgres://x"}})
 
 

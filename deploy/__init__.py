@@ -1,0 +1,1 @@
+"""Deployment files (compose, Kubernetes, Dockerfiles) and their offline checks (validate.py)."""

@@ -1,0 +1,117 @@
+"""The fine-tuned checkpoint an export starts from (torch + transformers: training extras only)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stream.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+REPORT = "training_report.json"
+_SENTIMENT_WORDS = {"negative", "neutral", "positive", "neg", "neu", "pos", "负面", "中性", "正面"}
+# Position tables of RoBERTa-style models start after the padding index.
+_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert"}
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    model: Any  # a transformers PreTrainedModel in eval mode, eager attention (fusable)
+    tokenizer: Any  # its fast tokenizer
+    labels: list[str]
+    input_names: list[str]
+    max_length: int
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    @property
+    def pad_token_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return int(pad if pad is not None else 0)
+
+    def task(self, override: str | None = None) -> str:
+        if override:
+            return override
+        if self.report.get("task"):
+            return str(self.report["task"])
+        return "sentiment" if {x.lower() for x in self.labels} <= _SENTIMENT_WORDS else "classification"
+
+    def name(self, override: str | None = None) -> str:
+        return override or str(self.report.get("name") or self.path.resolve().name)
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((path / REPORT).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        log.warning("ignoring unreadable %s: %s", path / REPORT, exc)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def load_checkpoint(path: Path, max_length: int | None = None) -> Checkpoint:
+    """Load a sequence classifier saved by `yuqing train` (or any HF checkpoint with id2label)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the export shows its own
+
+    if not path.is_dir():
+        raise ModelError(f"checkpoint {path} does not exist", hint="pass the directory `yuqing train` wrote")
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path} has no config.json: not a transformers checkpoint")
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except Exception as exc:
+        raise ModelError(f"cannot read {path / 'config.json'}: {exc}") from None
+    labels = _labels(config, path)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(path, attn_implementation="eager")
+    except Exception as exc:
+        raise ModelError(f"cannot load the weights in {path}: {str(exc).strip()[:400]}",
+                         hint="the checkpoint is incomplete or corrupt; re-run `yuqing train`") from None
+    model.eval()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:
+        raise ModelError(f"cannot load the tokenizer in {path}: {str(exc).strip()[:400]}") from None
+    if getattr(tokenizer, "backend_tokenizer", None) is None:
+        raise ModelError(f"the tokenizer in {path} has no tokenizers backend (tokenizer.json)",
+                         hint="the stream tokenizes with the `tokenizers` library only")
+    report = read_report(path)
+    limit = _position_limit(config, tokenizer)
+    wanted = max_length or int(report.get("max_length") or 0) or min(limit, 512)
+    if not 8 <= wanted <= limit:
+        raise ModelError(f"--max-length {wanted} is outside 8..{limit} for {path.name}")
+    names: list[str] = [n for n in ("input_ids", "attention_mask", "token_type_ids")
+                        if n in tokenizer.model_input_names]
+    return Checkpoint(path, model, tokenizer, labels, names, wanted, report)
+
+
+def _labels(config: Any, path: Path) -> list[str]:
+    id2label = getattr(config, "id2label", None) or {}
+    n = int(getattr(config, "num_labels", len(id2label)))
+    labels = [id2label.get(i, id2label.get(str(i))) for i in range(n)]
+    if n < 2 or any(label is None for label in labels) or len(set(labels)) != n:
+        raise ModelError(f"{path / 'config.json'} has no usable id2label for {n} labels: {id2label!r}",
+                         hint="a sequence classifier needs distinct label names for every output")
+    return [str(label) for label in labels]
+
+
+def _position_limit(config: Any, tokenizer: Any) -> int:
+    positions = int(getattr(config, "max_position_embeddings", 512))
+    if getattr(config, "model_type", "") in _OFFSET_POSITIONS:
+        positions -= int(getattr(config, "pad_token_id", 1) or 1) + 1
+    model_max = int(getattr(tokenizer, "model_max_length", positions) or positions)
+    return min(positions, model_max) if model_max < 1_000_000 else positions

@@ -1,0 +1,132 @@
+"""`yuqing export`, `yuqing models list` and `yuqing models verify`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from export.manifest import (
+    UNCHECKED,
+    VARIANT_FILES,
+    Manifest,
+    check_files,
+    find_packages,
+    read_manifest,
+    verify_files,
+)
+from stream.errors import PackageIntegrityError
+
+DEFAULT_PACKAGES = Path("artifacts/packages")
+
+
+@click.command("export")
+@click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
+              help="Fine-tuned checkpoint directory (config, weights, tokenizer).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Package directory to write.")
+@click.option("--int8", is_flag=True, help="Add a dynamically quantized int8 variant (CPU).")
+@click.option("--fp16", is_flag=True, help="Add an fp16 variant (GPU).")
+@click.option("--opset", default=17, show_default=True, type=click.IntRange(11, 23), help="ONNX opset.")
+@click.option("--check-data", help="Parity data: a dataset spec (its test split) or a CSV/JSONL file "
+              "with a text column; default: built-in zh/en sentences.")
+@click.option("--check-limit", default=1000, show_default=True, type=click.IntRange(1),
+              help="At most this many parity texts.")
+@click.option("--max-length", type=click.IntRange(8), help="Token limit (default: training's, else 512).")
+@click.option("--name", help="Model name (default: training report's, else the directory name).")
+@click.option("--task", help="Task (default: training report's).")
+@click.option("--no-optimize", is_flag=True, help="Skip ONNX Runtime's transformer fusions.")
+def export_command(model_dir: Path, out: Path, int8: bool, fp16: bool, opset: int, check_data: str | None,
+                   check_limit: int, max_length: int | None, name: str | None, task: str | None,
+                   no_optimize: bool) -> None:
+    """Export a classifier to an ONNX model package; fails (exit 7) if a variant misses parity."""
+    from export.package import ExportOptions, build_package
+
+    manifest = build_package(ExportOptions(
+        model_dir=model_dir, out=out, int8=int8, fp16=fp16, opset=opset, check_data=check_data,
+        check_limit=check_limit, max_length=max_length, name=name, task=task, optimize=not no_optimize,
+    ))
+    graph = manifest.data["export"]["graph"]
+    click.echo(f"{manifest.version}  {manifest.task}  labels={','.join(manifest.labels)}  -> {out}")
+    click.echo(f"graph: {'fused ' + ','.join(graph.get('fused_ops', {})) if graph['optimized'] else 'plain'}"
+               + (f" ({graph['reason']})" if graph.get("reason") else ""))
+    click.echo(f"parity on {manifest.data['export']['check_data']['n']} texts "
+               f"({manifest.data['export']['check_data']['source']}):")
+    click.echo(_table(["variant", "status", "max|Δlogit|", "agreement", "accuracy", "provider", "MB"],
+                      [_parity_row(manifest, v) for v in manifest.variants]))
+
+
+@click.command("list")
+@click.argument("directory", required=False, type=click.Path(path_type=Path), default=DEFAULT_PACKAGES)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def models_list_command(directory: Path, as_json: bool) -> None:
+    """Model packages under DIRECTORY (default artifacts/packages)."""
+    rows: list[list[str]] = []
+    data: list[dict[str, Any]] = []
+    for path in find_packages(directory):
+        try:
+            manifest = read_manifest(path)
+        except PackageIntegrityError as exc:
+            rows.append([path.name, "?", "?", "?", f"unreadable: {exc.message}"])
+            data.append({"path": str(path), "error": exc.message})
+            continue
+        variants = " ".join(f"{v}{'' if manifest.parity_status(v) != UNCHECKED else '(unchecked)'}"
+                            for v in manifest.variants)
+        rows.append([manifest.version, manifest.task, ",".join(manifest.labels),
+                     _metrics(manifest.test_metrics()), variants])
+        data.append({"path": str(path), "version": manifest.version, "task": manifest.task,
+                     "labels": manifest.labels, "test_metrics": manifest.test_metrics(),
+                     "variants": {v: manifest.parity_status(v) for v in manifest.variants}})
+    if as_json:
+        from stream.cli import echo_json
+
+        echo_json(data)
+    elif rows:
+        click.echo(_table(["version", "task", "labels", "test metrics", "variants"], rows))
+    else:
+        click.echo(f"no model packages in {directory}")
+
+
+@click.command("verify")
+@click.argument("package", type=click.Path(path_type=Path))
+@click.option("--load", is_flag=True, help="Also open every variant in an ONNX Runtime CPU session.")
+def models_verify_command(package: Path, load: bool) -> None:
+    """Re-check every file of PACKAGE against its manifest's sha256 (exit 6 on a mismatch)."""
+    manifest = read_manifest(package)
+    checks = check_files(manifest)
+    for check in checks:
+        click.echo(f"{check.status:9} {check.file}")
+    verify_files(manifest)
+    if load:
+        from export.runtime import create_session
+
+        for variant in manifest.variants:
+            _, provider = create_session(manifest.variant_path(variant), "cpu")
+            click.echo(f"loaded    {VARIANT_FILES.get(variant, variant)} on {provider}")
+    click.echo(f"{manifest.version}: ok")
+
+
+def _parity_row(manifest: Manifest, variant: str) -> list[str]:
+    p = manifest.variants[variant].get("parity", {})
+    size = manifest.variant_path(variant).stat().st_size / 1e6
+
+    def fmt(key: str, pattern: str) -> str:
+        return pattern.format(p[key]) if p.get(key) is not None else "-"
+
+    return [variant, p.get("status", "?"), fmt("max_abs_diff", "{:.2e}"), fmt("label_agreement", "{:.2%}"),
+            fmt("accuracy", "{:.2%}"), str(p.get("provider") or p.get("reason", "-")), f"{size:.1f}"]
+
+
+def _metrics(metrics: dict[str, Any]) -> str:
+    keys = [k for k in ("accuracy", "macro_f1", "f1_macro", "f1") if isinstance(metrics.get(k), int | float)]
+    return " ".join(f"{k}={metrics[k]:.3f}" for k in keys) or "-"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows, strict=True)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip()
+             for row in [headers, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+

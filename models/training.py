@@ -1,0 +1,302 @@
+"""Fine-tuning recipe: a sequence classifier on an encoder base, chosen by validation macro-F1,
+judged once on the test split, saved as a plain Hugging Face checkpoint with its report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+from tqdm.auto import tqdm
+
+from models.bases import check_encoder, describe_checkpoint, load_config, resolve_base
+from models.datasets import check_splits, label_table, load_dataset
+from models.evaluation import collate, encode, length_grouped_batches, metrics, predict
+from models.splits import SPLITS, normalize_text
+from stream.errors import DataError, ModelError
+
+log = logging.getLogger(__name__)
+
+FULL_LR, LORA_LR = 2e-5, 2e-4
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    task: str
+    data: str
+    base: str
+    out: Path
+    epochs: int = 3
+    lr: float | None = None  # None: FULL_LR, or LORA_LR with --lora
+    batch_size: int = 32
+    max_length: int = 128
+    seed: int = 42
+    freeze_embeddings: bool = False
+    lora: bool = False
+    lora_r: int = 8
+    limit: int | None = None
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    threads: int | None = None  # None: the CPUs this process may use
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else LORA_LR if self.lora else FULL_LR
+
+
+def cpu_threads(requested: int | None) -> int:
+    """`requested`, else the usable CPUs that other processes are not already keeping busy.
+
+    On a shared machine, torch threads that outnumber the free cores wait on each other at every
+    parallel region: one thread on a loaded 2-core box runs several times faster than two."""
+    if requested:
+        return requested
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count() or 1
+    try:
+        busy = int(os.getloadavg()[0])
+    except OSError:
+        busy = 0
+    return max(1, min(usable, usable - busy))
+
+
+def train(config: TrainConfig, echo: Callable[[str], None] = click.echo) -> dict[str, Any]:
+    """Run the whole recipe; returns the training report (also written to the output dir)."""
+    started = time.time()
+    if config.epochs < 1 or config.batch_size < 1 or config.max_length < 8:
+        raise DataError("--epochs and --batch-size must be positive and --max-length at least 8")
+
+    # 1. Everything that can be wrong with the inputs fails here, before any weight is loaded.
+    base = resolve_base(config.base)
+    check_encoder(load_config(base), config.base)
+    dataset = load_dataset(config.data, task=config.task, limit=config.limit)
+    parts = dataset.splits()
+    check_splits(dataset, parts)
+    labels = list(dataset.labels)
+    test_texts = {normalize_text(e.text) for e in parts["test"]}
+    assert not any(normalize_text(e.text) in test_texts for e in parts["train"]), "test leaked into train"
+    echo(f"data {config.data}: {dataset.stats}")
+    echo(label_table(labels, parts))
+
+    # 2. Model and tokenizer.
+    threads = cpu_threads(config.threads)
+    torch.set_num_threads(threads)
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+    from transformers import logging as hf_logging
+    from transformers.optimization import get_linear_schedule_with_warmup
+
+    set_seed(config.seed)
+    rng = random.Random(config.seed)
+    label2id = {label: i for i, label in enumerate(labels)}
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "newly initialized head" notice is expected here
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base.location)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            base.location,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id=label2id,
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load base {config.base!r}: {str(exc).strip().splitlines()[0]}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    model.config.problem_type = "single_label_classification"
+    max_length = _usable_length(config.max_length, model, tokenizer)
+    if max_length != config.max_length:
+        echo(f"--max-length {config.max_length} exceeds what {config.base} takes; using {max_length}")
+        config = replace(config, max_length=max_length)
+    if config.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    if config.lora:
+        model = _with_lora(model, config)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    echo(
+        f"base {config.base} -> {base.location}; {trainable:,} of {total:,} parameters trainable; "
+        f"{threads} CPU thread(s)"
+    )
+
+    encoded = {name: encode(tokenizer, parts[name], label2id, config.max_length) for name in SPLITS}
+    for name in SPLITS:
+        if encoded[name].truncated:
+            share = encoded[name].truncated / len(encoded[name])
+            echo(f"{name}: {encoded[name].truncated} texts ({share:.0%}) cut at {config.max_length} tokens")
+
+    # 3. Optimizer: AdamW without decay on biases and LayerNorm, warmup then linear decay.
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.learning_rate,
+    )
+    lengths = [len(f["input_ids"]) for f in encoded["train"].features]
+    steps_per_epoch = -(-len(lengths) // config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+
+    # 4. Epochs; keep the weights of the best validation macro-F1.
+    history: list[dict[str, Any]] = []
+    best: dict[str, torch.Tensor] | None = None
+    best_f1, best_loss, best_epoch = -1.0, float("inf"), 0
+    model.train()
+    for epoch in range(1, config.epochs + 1):
+        epoch_start = time.time()
+        batches = length_grouped_batches(lengths, config.batch_size, rng)
+        running, seen = 0.0, 0
+        bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", dynamic_ncols=True)
+        for indices in bar:
+            loss = model(**collate(tokenizer, encoded["train"], indices)).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            running += float(loss.detach()) * len(indices)
+            seen += len(indices)
+            bar.set_postfix(loss=f"{running / seen:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        bar.close()
+        predictions, val_loss = predict(model, tokenizer, encoded["validation"], config.batch_size * 2, "validation")
+        val = metrics(encoded["validation"].labels, predictions.tolist(), labels)
+        row = {
+            "epoch": epoch,
+            "train_loss": running / max(1, seen),
+            "validation_loss": val_loss,
+            "validation_accuracy": val["accuracy"],
+            "validation_macro_f1": val["macro_f1"],
+            "seconds": round(time.time() - epoch_start, 1),
+        }
+        history.append(row)
+        # Ties on macro-F1 (common on small validation sets) go to the lower validation loss.
+        improved = val["macro_f1"] > best_f1 or (val["macro_f1"] == best_f1 and val_loss < best_loss)
+        if improved:
+            best_f1, best_loss, best_epoch = val["macro_f1"], val_loss, epoch
+            best = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        echo(
+            f"epoch {epoch}: train loss {row['train_loss']:.4f}, validation loss {val_loss:.4f}, "
+            f"accuracy {val['accuracy']:.4f}, macro-F1 {val['macro_f1']:.4f}"
+            f"{' (best)' if improved else ''}, {row['seconds']}s"
+        )
+
+    if best is not None:
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name in best:
+                    param.copy_(best[name])
+    if config.lora:
+        model = model.merge_and_unload()  # export sees a plain checkpoint
+
+    # 5. The test split, once, with the chosen weights.
+    predictions, test_loss = predict(model, tokenizer, encoded["test"], config.batch_size * 2, "test")
+    test = metrics(encoded["test"].labels, predictions.tolist(), labels)
+    test["loss"] = test_loss
+    echo(f"test (best epoch {best_epoch}):\n{test['report_text']}")
+
+    report = {
+        "task": config.task,
+        "data": config.data,
+        "dataset_stats": dataset.stats,
+        "split_rule": "sha1(NFKC, stripped, whitespace-collapsed, lowercased text) mod 10: 0 test, 1 validation",
+        "split_sizes": {name: len(parts[name]) for name in SPLITS},
+        "label_counts": {name: {lb: sum(e.label == lb for e in parts[name]) for lb in labels} for name in SPLITS},
+        "truncated": {name: encoded[name].truncated for name in SPLITS},
+        "labels": labels,
+        "base": {
+            "spec": config.base,
+            "location": base.location,
+            "description": base.description,
+            **describe_checkpoint(Path(base.location)),
+        },
+        "hyperparameters": {
+            **{k: v for k, v in asdict(config).items() if k not in ("task", "data", "base", "out", "lr")},
+            "lr": config.learning_rate,
+            "threads": threads,
+            "optimizer": "AdamW",
+            "schedule": "linear warmup then linear decay",
+            "steps": total_steps,
+            "trainable_parameters": trainable,
+        },
+        "epochs": history,
+        "best_epoch": best_epoch,
+        "best_validation_macro_f1": best_f1,
+        "test": {k: v for k, v in test.items() if k != "report_text"},
+        "test_accuracy": test["accuracy"],
+        "test_macro_f1": test["macro_f1"],
+        "seed": config.seed,
+        "duration_seconds": 0.0,
+        "versions": _versions(),
+    }
+    _save(model, tokenizer, config.out, report, started)
+    echo(
+        f"saved {config.out} (test accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f}, "
+        f"{report['duration_seconds']:.0f}s)"
+    )
+    return report
+
+
+def _usable_length(requested: int, model: Any, tokenizer: Any) -> int:
+    """`requested`, capped by the model's position table and the tokenizer's declared limit."""
+    limits = [requested, int(getattr(model.config, "max_position_embeddings", requested) or requested)]
+    declared = getattr(tokenizer, "model_max_length", None)
+    if isinstance(declared, int) and declared < 100_000:  # "no limit" is a huge sentinel
+        limits.append(declared)
+    return min(limits)
+
+
+def _with_lora(model: Any, config: TrainConfig) -> Any:
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    # The pooler is trained too: in me5-small it is freshly initialized.
+    extra = ["pooler"] if any(name.endswith("pooler") for name, _ in model.named_modules()) else []
+    lora = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=config.lora_r,
+        lora_alpha=2 * config.lora_r,
+        lora_dropout=0.1,
+        modules_to_save=["classifier", *extra],
+    )
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as exc:
+        raise ModelError(f"LoRA does not support this base: {exc}") from None
+
+
+def _save(model: Any, tokenizer: Any, out: Path, report: dict[str, Any], started: float) -> None:
+    """Write into a staging directory and swap it in: a failed save never leaves half a model."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(str(staging))
+    tokenizer.save_pretrained(str(staging))
+    report["duration_seconds"] = round(time.time() - started, 1)
+    (staging / "training_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("yuqing", "torch", "transformers", "tokenizers", "peft", "scikit-learn", "safetensors"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions

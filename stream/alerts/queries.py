@@ -1,0 +1,172 @@
+"""The SQL the rules and the brief read, with every value a server-side parameter.
+
+The SQL text is assembled only from fixed fragments chosen by validated settings (which filters
+are present, how to group); every value that comes from a rule or the data — versions, sources,
+topics, terms, times — travels as a clickhouse-connect `{name:Type}` parameter.
+
+An *item* is one sentiment row of the chosen model version joined on ``id`` with the topic row of
+the chosen topic version; ``scored`` is read with ``FINAL`` so a re-delivered row never counts
+twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream.alerts.durations import as_utc
+from stream.alerts.matching import term_pattern
+from stream.alerts.rules import GroupBy, Scope
+from stream.store import Store
+
+TIME = "DateTime64(3,'UTC')"
+
+# Probability of 'negative', whether or not the model wrote a probs map.
+_NEG_SCORE = "if(mapContains(probs, 'negative'), probs['negative'], if(label = 'negative', score, 0))"
+
+
+@dataclass(frozen=True)
+class Versions:
+    """The model version per task that a rule reads (None: that task has no rows)."""
+
+    sentiment: str | None
+    topic: str | None
+
+    def pinned(self, sentiment: str | None, topic: str | None) -> Versions:
+        return Versions(sentiment or self.sentiment, topic or self.topic)
+
+    def describe(self) -> str:
+        return f"sentiment={self.sentiment or '-'} topic={self.topic or '-'}"
+
+
+def latest_versions(store: Store, start: dt.datetime, end: dt.datetime) -> Versions:
+    """Per task, the model version that scored most recently among items published in [start, end)."""
+    rows = store.rows(
+        f"SELECT task, argMax(model_version, scored_at) FROM {store.database}.scored FINAL "
+        f"WHERE task IN ('sentiment', 'topic') AND published_at >= {{start:{TIME}}} "
+        f"AND published_at < {{end:{TIME}}} GROUP BY task",
+        {"start": start, "end": end},
+    )
+    found = {str(task): str(version) for task, version in rows}
+    return Versions(found.get("sentiment"), found.get("topic"))
+
+
+def version_coverage(
+    store: Store, versions: Versions, tasks: tuple[str, ...], start: dt.datetime, end: dt.datetime
+) -> dt.datetime | None:
+    """When the chosen versions of `tasks` began covering [start, end): the latest of their
+    earliest items.  A version rolled out an hour ago has no baseline before that hour."""
+    chosen = {task: getattr(versions, task) for task in tasks if getattr(versions, task) is not None}
+    if not chosen:
+        return None
+    rows = store.rows(
+        f"SELECT task, min(published_at) FROM {store.database}.scored FINAL "
+        "WHERE ((task = 'sentiment' AND model_version = {sentiment:String}) "
+        "OR (task = 'topic' AND model_version = {topic:String})) "
+        f"AND published_at >= {{start:{TIME}}} AND published_at < {{end:{TIME}}} GROUP BY task",
+        {
+            "sentiment": chosen.get("sentiment", ""),
+            "topic": chosen.get("topic", ""),
+            "start": start,
+            "end": end,
+        },
+    )
+    firsts = {str(task): as_utc(first) for task, first in rows}
+    if set(firsts) != set(chosen):
+        return None
+    return max(firsts.values())
+
+
+@dataclass
+class ItemsQuery:
+    """A subquery of the items in [start, end) that pass a scope; `sql` goes after FROM."""
+
+    sql: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def items_query(
+    database: str,
+    versions: Versions,
+    scope: Scope,
+    start: dt.datetime,
+    end: dt.datetime,
+) -> ItemsQuery | None:
+    """Columns: id, source, lang, url, title, published_at, neg (Bool), neg_score, topic, hay
+    (title and text).  None when neither task has a model version (nothing scored yet)."""
+    params: dict[str, Any] = {"start": start, "end": end}
+    in_range = f"published_at >= {{start:{TIME}}} AND published_at < {{end:{TIME}}}"
+    if versions.sentiment is not None:
+        params["sentiment_version"] = versions.sentiment
+        sentiment = (
+            "SELECT id, source, lang, url, title, published_at, label = 'negative' AS neg, "
+            f"{_NEG_SCORE} AS neg_score, concat(title, '\\n', text) AS hay "
+            f"FROM {database}.scored FINAL "
+            f"WHERE task = 'sentiment' AND model_version = {{sentiment_version:String}} AND {in_range}"
+        )
+        if versions.topic is not None:
+            params["topic_version"] = versions.topic
+            base = (
+                "SELECT s.id AS id, s.source AS source, s.lang AS lang, s.url AS url, s.title AS title, "
+                "s.published_at AS published_at, s.neg AS neg, s.neg_score AS neg_score, "
+                "t.topic AS topic, s.hay AS hay "
+                f"FROM ({sentiment}) AS s LEFT JOIN ("
+                f"SELECT id, label AS topic FROM {database}.scored FINAL "
+                f"WHERE task = 'topic' AND model_version = {{topic_version:String}} AND {in_range}"
+                ") AS t ON s.id = t.id"
+            )
+        else:
+            base = (
+                "SELECT id, source, lang, url, title, published_at, neg, neg_score, '' AS topic, hay "
+                f"FROM ({sentiment})"
+            )
+    elif versions.topic is not None:
+        params["topic_version"] = versions.topic
+        base = (
+            "SELECT id, source, lang, url, title, published_at, false AS neg, toFloat32(0) AS neg_score, "
+            "label AS topic, concat(title, '\\n', text) AS hay "
+            f"FROM {database}.scored FINAL "
+            f"WHERE task = 'topic' AND model_version = {{topic_version:String}} AND {in_range}"
+        )
+    else:
+        return None
+
+    filters = []
+    if scope.source:
+        filters.append("has({f_source:Array(String)}, source)")
+        params["f_source"] = list(scope.source)
+    if scope.topic:
+        filters.append("has({f_topic:Array(String)}, topic)")
+        params["f_topic"] = list(scope.topic)
+    if scope.lang:
+        filters.append("has({f_lang:Array(String)}, lang)")
+        params["f_lang"] = list(scope.lang)
+    if scope.keyword:
+        filters.append("arrayExists(p -> match(hay, p), {f_keyword:Array(String)})")
+        params["f_keyword"] = [term_pattern(k) for k in scope.keyword]
+    where = f" WHERE {' AND '.join(filters)}" if filters else ""
+    return ItemsQuery(f"SELECT * FROM ({base}){where}", params)
+
+
+def group_expr(by: GroupBy) -> str:
+    """The GROUP BY key for a rule's `by`; for keywords, the 1-based index into scope.keyword."""
+    if by == "topic":
+        return "topic"
+    if by == "source":
+        return "source"
+    if by == "keyword":
+        return (
+            "toString(arrayJoin(arrayFilter(i -> match(hay, {f_keyword:Array(String)}[i]), "
+            "range(1, length({f_keyword:Array(String)}) + 1))))"
+        )
+    return "''"
+
+
+def scope_label(by: GroupBy, key: str, scope: Scope) -> str:
+    """The human scope of one group: 'topic=财经', 'keyword=裁员', 'all'."""
+    if by == "all":
+        return "all"
+    if by == "keyword":
+        return f"keyword={scope.keyword[int(key) - 1]}"
+    return f"{by}={key}"

@@ -1,0 +1,289 @@
+"""Alert rules and webhook targets, read from a TOML file (`alerts.toml`) and validated strictly.
+
+Three kinds of rule share a header (name, severity, window, cool-down, scope filters):
+* ``negative_surge``: the share of negative items in the window, per topic/source/keyword, is at
+  least ``threshold`` with at least ``min_items`` items;
+* ``volume_spike``: the items in the window against the previous windows of the baseline
+  (a z-score, or a ratio to their mean);
+* ``watch_list``: any item not yet reported that mentions one of ``terms``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from stream.alerts.durations import parse_duration
+from stream.errors import ConfigError
+
+
+def _duration(value: Any) -> dt.timedelta:
+    try:
+        return parse_duration(value)
+    except ConfigError as exc:  # pydantic reports ValueErrors with their location
+        raise ValueError(str(exc)) from None
+
+
+Duration = Annotated[dt.timedelta, BeforeValidator(_duration)]
+Severity = Literal["info", "warning", "critical"]
+SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
+GroupBy = Literal["all", "topic", "source", "keyword"]
+
+_NAME = re.compile(r"^[\w.\-]{1,100}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _clean_terms(values: list[str]) -> list[str]:
+    cleaned = [" ".join(v.split()) for v in values]
+    if any(not v for v in cleaned):
+        raise ValueError("empty term")
+    return list(dict.fromkeys(cleaned))  # keep order, drop repeats
+
+
+class Scope(_Strict):
+    """Which items a rule looks at; an empty list does not filter."""
+
+    source: list[str] = Field(default_factory=list)
+    topic: list[str] = Field(default_factory=list)
+    lang: list[str] = Field(default_factory=list)
+    # An item passes if its title or text mentions any of these (see matching.term_pattern).
+    keyword: list[str] = Field(default_factory=list)
+
+    @field_validator("keyword")
+    @classmethod
+    def _clean_keywords(cls, value: list[str]) -> list[str]:
+        return _clean_terms(value)
+
+    def describe(self) -> str:
+        parts = [f"{k}={','.join(v)}" for k, v in self.model_dump().items() if v]
+        return "; ".join(parts) or "all items"
+
+
+class _RuleBase(_Strict):
+    name: str
+    description: str = ""
+    severity: Severity = "warning"
+    enabled: bool = True
+    window: Duration = dt.timedelta(hours=1)
+    cooldown: Duration = dt.timedelta(hours=6)
+    scope: Scope = Field(default_factory=Scope)
+    # Pin a model version per task; by default the version that scored most recently is used.
+    sentiment_version: str | None = None
+    topic_version: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("use 1-100 letters, digits, '_', '-' or '.'")
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _positive_window(cls, value: dt.timedelta) -> dt.timedelta:
+        if value < dt.timedelta(seconds=1):
+            raise ValueError("window must be at least 1s")
+        return value
+
+    @property
+    def lookback(self) -> dt.timedelta:
+        """How far back from the evaluation time this rule reads."""
+        return self.window
+
+
+class _GroupedRule(_RuleBase):
+    by: GroupBy = "all"
+    min_items: int = Field(default=20, ge=1)
+
+    @model_validator(mode="after")
+    def _keywords_to_group_by(self) -> _GroupedRule:
+        if self.by == "keyword" and not self.scope.keyword:
+            raise ValueError("by = 'keyword' needs scope.keyword (the keywords to group by)")
+        return self
+
+
+class NegativeSurgeRule(_GroupedRule):
+    kind: Literal["negative_surge"]
+    threshold: float = Field(gt=0, le=1, description="share of negative items, 0-1")
+
+
+class VolumeSpikeRule(_GroupedRule):
+    kind: Literal["volume_spike"]
+    baseline: Duration = dt.timedelta(hours=24)
+    method: Literal["zscore", "ratio"] = "zscore"
+    threshold: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _whole_windows(self) -> VolumeSpikeRule:
+        windows = self.baseline / self.window
+        if windows != int(windows) or not 2 <= windows <= 1000:
+            raise ValueError("baseline must be 2 to 1000 whole windows long")
+        return self
+
+    @property
+    def baseline_windows(self) -> int:
+        return int(self.baseline / self.window)
+
+    @property
+    def lookback(self) -> dt.timedelta:
+        return self.window + self.baseline
+
+
+class WatchListRule(_RuleBase):
+    kind: Literal["watch_list"]
+    terms: list[str] = Field(min_length=1)
+    negative_only: bool = False
+    cooldown: Duration = dt.timedelta(0)
+
+    @field_validator("terms")
+    @classmethod
+    def _clean(cls, value: list[str]) -> list[str]:
+        return _clean_terms(value)
+
+
+Rule = Annotated[NegativeSurgeRule | VolumeSpikeRule | WatchListRule, Field(discriminator="kind")]
+WebhookFormat = Literal["json", "slack", "feishu", "dingtalk", "wecom"]
+
+
+class Webhook(_Strict):
+    """Where fired alerts are posted.  Give the URL and secret directly or, better, name the
+    environment variables that hold them (`url_env`, `secret_env`)."""
+
+    name: str
+    format: WebhookFormat = "json"
+    url: SecretStr | None = None
+    url_env: str | None = None
+    # Feishu and DingTalk sign requests with it when set.
+    secret: SecretStr | None = None
+    secret_env: str | None = None
+    timeout: float = Field(default=5.0, gt=0, le=120)
+    retries: int = Field(default=3, ge=0, le=10)
+    backoff: float = Field(default=0.5, ge=0, le=60)
+    min_severity: Severity = "info"
+    rules: list[str] = Field(default_factory=list, description="only these rules; empty = all")
+
+    @model_validator(mode="after")
+    def _one_url(self) -> Webhook:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("give exactly one of url and url_env")
+        if self.secret is not None and self.secret_env is not None:
+            raise ValueError("give at most one of secret and secret_env")
+        return self
+
+    def resolved_url(self) -> str:
+        if self.url is not None:
+            return self.url.get_secret_value()
+        value = os.environ.get(self.url_env or "")
+        if not value:
+            raise ConfigError(f"webhook {self.name!r}: environment variable {self.url_env} is not set")
+        return value
+
+    def resolved_secret(self) -> str | None:
+        if self.secret is not None:
+            return self.secret.get_secret_value()
+        if self.secret_env is None:
+            return None
+        value = os.environ.get(self.secret_env)
+        if not value:
+            raise ConfigError(f"webhook {self.name!r}: environment variable {self.secret_env} is not set")
+        return value
+
+    def wants(self, rule: str, severity: str) -> bool:
+        if self.rules and rule not in self.rules:
+            return False
+        return SEVERITY_RANK[severity] >= SEVERITY_RANK[self.min_severity]
+
+
+class AlertsConfig(_Strict):
+    rules: list[Rule] = Field(default_factory=list, alias="rule")
+    webhooks: list[Webhook] = Field(default_factory=list, alias="webhook")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AlertsConfig:
+        for what, names in (
+            ("rule", [r.name for r in self.rules]),
+            ("webhook", [w.name for w in self.webhooks]),
+        ):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{what} names must be unique: {', '.join(dupes)}")
+        known = {r.name for r in self.rules}
+        for hook in self.webhooks:
+            unknown = [r for r in hook.rules if r not in known]
+            if unknown:
+                raise ValueError(f"webhook {hook.name!r} names unknown rules: {', '.join(unknown)}")
+        return self
+
+    @property
+    def active_rules(self) -> list[NegativeSurgeRule | VolumeSpikeRule | WatchListRule]:
+        return [r for r in self.rules if r.enabled]
+
+
+def parse_rules(data: dict[str, Any], source: str = "alerts config") -> AlertsConfig:
+    try:
+        return AlertsConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc)}", hint="see the comments in alerts.toml") from None
+
+
+def load_rules(path: Path) -> AlertsConfig:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"rules file {path} does not exist", hint="pass --rules") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"rules file {path} is not valid TOML: {exc}") from None
+    return parse_rules(data, str(path))
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        loc = list(err["loc"])
+        # ('rule', 0, 'volume_spike', 'baseline') -> rule[0].baseline: the kind tag is noise.
+        parts: list[str] = []
+        for i, part in enumerate(loc):
+            if isinstance(part, int):
+                parts[-1] = f"{parts[-1]}[{part}]" if parts else f"[{part}]"
+            elif (
+                i > 0
+                and isinstance(loc[i - 1], int)
+                and part
+                in (
+                    "negative_surge",
+                    "volume_spike",
+                    "watch_list",
+                )
+            ):
+                continue
+            else:
+                parts.append(str(part))
+        where = ".".join(parts) or "file"
+        if err["type"] == "extra_forbidden":
+            problems.append(f"unknown key {where!r}")
+        elif err["type"] == "union_tag_invalid":
+            problems.append(f"{where}: kind must be negative_surge, volume_spike or watch_list")
+        elif err["type"] == "union_tag_not_found":
+            problems.append(f"{where}: needs kind = negative_surge, volume_spike or watch_list")
+        else:
+            problems.append(f"{where}: {err['msg']}")
+    return "; ".join(problems)

@@ -1,0 +1,101 @@
+"""feeds.toml: the feeds to poll and how often, validated before anything is fetched."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from stream.errors import ConfigError
+from stream.settings import read_toml
+
+_LANG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
+
+
+class FeedConfig(BaseModel):
+    """One feed.  Unset `lang`/`interval` fall back to the feed's own language and the default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str
+    source: str = Field(min_length=1, max_length=100)
+    lang: str | None = None
+    interval: float | None = Field(default=None, gt=0)
+    timeout: float | None = Field(default=None, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"feed url {value!r} must be an http:// or https:// URL")
+        return value
+
+    @field_validator("lang")
+    @classmethod
+    def _lang_tag(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not _LANG.match(value):
+            raise ValueError(f"lang {value!r} is not a language tag like 'zh' or 'en-US'")
+        return value.split("-")[0].lower()
+
+
+class FeedsFile(BaseModel):
+    """The whole file: defaults at the top level, then one ``[[feeds]]`` table per feed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    interval: float = Field(default=300.0, gt=0)
+    timeout: float = Field(default=20.0, gt=0)
+    # A failing feed is retried after backoff_base, then twice as long each time, up to the max.
+    backoff_base: float = Field(default=30.0, gt=0)
+    backoff_max: float = Field(default=3600.0, gt=0)
+    user_agent: str = "yuqing-ingest/0.1"
+    feeds: list[FeedConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> FeedsFile:
+        for attr in ("url", "source"):
+            seen: set[str] = set()
+            for feed in self.feeds:
+                value = getattr(feed, attr)
+                if value in seen:
+                    raise ValueError(f"two feeds share the {attr} {value!r}")
+                seen.add(value)
+        return self
+
+    def interval_for(self, feed: FeedConfig) -> float:
+        return feed.interval if feed.interval is not None else self.interval
+
+    def timeout_for(self, feed: FeedConfig) -> float:
+        return feed.timeout if feed.timeout is not None else self.timeout
+
+
+def parse_feeds(data: dict[str, Any], *, origin: str = "feeds file") -> FeedsFile:
+    try:
+        return FeedsFile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{origin}: {_describe(exc)}", hint="see deploy/feeds.example.toml") from None
+
+
+def load_feeds(path: Path, *, default_interval: float | None = None) -> FeedsFile:
+    """Read and validate feeds.toml; ``default_interval`` (the --interval flag) wins over the file's."""
+    data = read_toml(path)
+    if default_interval is not None:
+        data = {**data, "interval": default_interval}
+    return parse_feeds(data, origin=str(path))
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(part) for part in err["loc"]) or "file"
+        if err["type"] == "extra_forbidden":
+            problems.append(f"unknown key {where!r}")
+        elif err["type"] == "missing":
+            problems.append(f"{where} is required")
+        else:
+            problems.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+    return "; ".join(problems)

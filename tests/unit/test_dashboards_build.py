@@ -1,0 +1,138 @@
+"""The dashboards as built from code: structure, query rules, committed files, alert rules."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dashboards import build
+from dashboards.grafana import DATASOURCE_UID, FORMAT_TABLE, FORMAT_TIME_SERIES, PLUGIN_ID
+from dashboards.sqlcheck import panels_of
+
+BOARDS = {uid: make("yuqing") for uid, make in build.DASHBOARDS.items()}
+
+
+def targets(data: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    return [(p, t) for p in panels_of(data) for t in p.get("targets", [])]
+
+
+def variables(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in data["templating"]["list"]}
+
+
+def test_three_dashboards_with_stable_unique_panel_ids() -> None:
+    assert set(BOARDS) == {"yuqing-overview", "yuqing-drilldown", "yuqing-pipeline"}
+    for data in BOARDS.values():
+        ids = [p["id"] for p in panels_of(data)]
+        assert ids == list(range(1, len(ids) + 1))
+        assert data["schemaVersion"] >= 39  # Grafana 11
+        for panel in panels_of(data):
+            assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
+
+
+def test_every_target_is_raw_sql_for_the_clickhouse_plugin() -> None:
+    for data in BOARDS.values():
+        for panel, target in targets(data):
+            assert target["editorType"] == "sql"
+            assert target["datasource"] == {"type": PLUGIN_ID, "uid": "${datasource}"}
+            expected = FORMAT_TIME_SERIES if panel["type"] == "timeseries" else FORMAT_TABLE
+            assert target["format"] == expected, panel["title"]
+            assert target["queryType"] == ("timeseries" if expected == FORMAT_TIME_SERIES else "table")
+        ds = variables(data)["datasource"]
+        assert ds["query"] == PLUGIN_ID and ds["current"]["value"] == DATASOURCE_UID
+
+
+def test_scored_is_read_with_final_or_through_the_minute_aggregate() -> None:
+    for data in BOARDS.values():
+        for panel, target in targets(data):
+            sql = target["rawSql"]
+            for match in re.finditer(r"\.scored\b(?!_minute)(\s+\w+)?", sql):
+                assert (match.group(1) or "").strip() == "FINAL", f"{panel['title']}: scored read without FINAL"
+            if ".scored_minute" in sql:
+                assert "uniqExactMerge(items)" in sql, panel["title"]
+            assert "count(DISTINCT" not in sql
+
+
+def test_content_panels_follow_the_selected_model_versions() -> None:
+    for uid in ("yuqing-overview", "yuqing-drilldown"):
+        data = BOARDS[uid]
+        for name, task in (("sentiment_model", "sentiment"), ("topic_model", "topic")):
+            var = variables(data)[name]
+            sql = var["query"]["rawSql"]
+            assert f"task = '{task}'" in sql and "ORDER BY max(scored_at) DESC" in sql
+            assert var["refresh"] == 1 and var["sort"] == 0 and "current" not in var  # the first option wins
+        for panel, target in targets(data):
+            sql = target["rawSql"]
+            if ".scored" in sql:
+                assert "${sentiment_model:sqlstring}" in sql, panel["title"]
+
+
+def test_drilldown_filters_are_quoted_and_the_keyword_percent_encoded() -> None:
+    data = BOARDS["yuqing-drilldown"]
+    names = variables(data)
+    for name in ("topic", "source", "lang"):
+        assert names[name]["multi"] and names[name]["includeAll"] and names[name]["allValue"] == "'__all__'"
+    assert names["keyword"]["type"] == "textbox"
+    for panel, target in targets(data):
+        sql = target["rawSql"]
+        assert "decodeURLComponent('${keyword:percentencode}')" in sql, panel["title"]
+        assert "positionCaseInsensitiveUTF8" in sql
+        for var in ("topic", "source", "lang", "keyword"):
+            # every use of a variable names an explicit, quoting format
+            for use in re.findall(r"\$\{?" + var + r"\b[^}\s]*", sql):
+                assert use in (f"${{{var}:sqlstring", f"${{{var}:percentencode"), use
+
+
+def test_committed_files_match_a_fresh_build() -> None:
+    stale = build.stale(build.artifacts())
+    assert stale == [], f"run `yuqing dashboards build`: {stale}"
+
+
+def test_typescript_modules_cover_dashboard_and_each_panel() -> None:
+    data = BOARDS["yuqing-overview"]
+    module = build.render_ts(data, "x.json")
+    assert 'import type { Dashboard } from "@grafana/schema";' in module.text
+    assert "export const dashboard: Wire<Dashboard> =" in module.text
+    assert "Wire<PanelOf<p_timeseries.Options, p_timeseries.FieldConfig>>" in module.text
+    assert "Wire<PanelOf<p_stat.Options, Record<string, unknown>>>" in module.text
+    panel_regions = [r for r in module.regions if r.label.startswith("panel ")]
+    assert len(panel_regions) == len(list(panels_of(data)))
+    lines = module.text.splitlines()
+    first = panel_regions[4]
+    assert module.where(first.first + 1) == first.label
+    assert lines[first.first - 1].startswith("export const panel5:")
+
+
+def test_alert_rules_mirror_the_default_rules(tmp_path: Path) -> None:
+    doc = yaml.safe_load(build.alert_rules_yaml("yuqing"))
+    rules = {r["uid"]: r for r in doc["groups"][0]["rules"]}
+    assert set(rules) == {"yuqing-negative-surge", "yuqing-volume-spike"}
+    surge, spike = rules["yuqing-negative-surge"], rules["yuqing-volume-spike"]
+    assert surge["data"][0]["relativeTimeRange"] == {"from": 3600, "to": 0}
+    assert "count() >= 20" in surge["data"][0]["model"]["rawSql"]
+    assert surge["data"][1]["model"]["conditions"][0]["evaluator"] == {"type": "gt", "params": [0.5]}
+    assert spike["data"][1]["model"]["conditions"][0]["evaluator"] == {"type": "gt", "params": [3.0]}
+    for rule in rules.values():
+        assert rule["data"][0]["datasourceUid"] == DATASOURCE_UID
+        assert "FINAL" in rule["data"][0]["model"]["rawSql"] or "uniqExactMerge" in rule["data"][0]["model"]["rawSql"]
+        assert "${" not in rule["data"][0]["model"]["rawSql"]  # alert queries cannot use dashboard variables
+
+
+def test_database_is_a_build_parameter() -> None:
+    other = build.DASHBOARDS["yuqing-overview"]("newsdb")
+    assert build.database_of(other) == "newsdb"
+    assert "FROM newsdb.scored" in build.alert_rules_yaml("newsdb")
+
+
+def test_load_dashboards_rejects_bad_json(tmp_path: Path) -> None:
+    from stream.errors import DataError
+
+    with pytest.raises(DataError, match="no dashboard JSON"):
+        build.load_dashboards(tmp_path)
+    (tmp_path / "x.json").write_text("{nope", encoding="utf-8")
+    with pytest.raises(DataError, match="not valid JSON"):
+        build.load_dashboards(tmp_path)

@@ -1,0 +1,152 @@
+"""The runtime scorer: verified loading, variant choice, bucketing, predictions, no torch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from export.check_data import BUILTIN
+from export.manifest import MANIFEST, VARIANT_FILES, sha256_file
+from export.package import ExportOptions, build_package
+from export.runtime import OnnxScorer, plan_batches
+from export.testing import save_tiny_classifier
+from stream.errors import ModelError, PackageIntegrityError
+from stream.interfaces import Scorer
+
+ROOT = Path(__file__).resolve().parents[2]
+TEXTS = [text for text, _ in BUILTIN]
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("runtime")
+    ckpt = save_tiny_classifier(root / "ckpt", labels=("economy", "politics", "sports", "tech"))
+    build_package(ExportOptions(ckpt, root / "pkg", int8=True, fp16=True, max_length=48, task="topic",
+                                progress=False))
+    return root / "pkg"
+
+
+def copy_package(package: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(package, tmp_path / "pkg"))
+
+
+def edit_manifest(package: Path, change: Callable[[dict[str, Any]], object]) -> None:
+    data = json.loads((package / MANIFEST).read_text())
+    change(data)
+    (package / MANIFEST).write_text(json.dumps(data))
+
+
+def test_scores_texts_as_the_scorer_protocol_says(package: Path) -> None:
+    scorer = OnnxScorer.open(package, device="cpu")
+    assert isinstance(scorer, Scorer)
+    assert (scorer.task, scorer.variant, scorer.provider) == ("topic", "int8", "CPUExecutionProvider")
+    assert list(scorer.labels) == ["economy", "politics", "sports", "tech"] and scorer.max_length == 48
+    long_text = " ".join(["market"] * 200)
+    predictions = scorer.score([*TEXTS[:5], long_text, ""])
+    assert len(predictions) == 7
+    for p in predictions:
+        assert set(p.probs) == set(scorer.labels)
+        assert abs(sum(p.probs.values()) - 1) < 1e-5
+        assert p.label == max(p.probs, key=p.probs.__getitem__) and p.score == p.probs[p.label]
+    assert [p.truncated for p in predictions] == [False] * 5 + [True, False]
+    assert scorer.score([]) == []
+
+
+def test_bucketing_gives_the_same_predictions(package: Path) -> None:
+    texts = [TEXTS[i % len(TEXTS)] * (1 + i % 3) for i in range(150)]  # mixed lengths, some cut
+    bucketed = OnnxScorer.open(package, "cpu", "fp32", bucketing=True, batch_size=8).score(texts)
+    plain = OnnxScorer.open(package, "cpu", "fp32", bucketing=False, batch_size=8).score(texts)
+    assert [p.label for p in bucketed] == [p.label for p in plain]
+    assert [p.truncated for p in bucketed] == [p.truncated for p in plain]
+    np.testing.assert_allclose([list(p.probs.values()) for p in bucketed],
+                               [list(p.probs.values()) for p in plain], atol=1e-5)
+
+
+def test_plan_batches_covers_every_text_once_within_limits() -> None:
+    lengths = [5, 40, 7, 33, 6, 40, 12, 3, 39, 8]
+    groups = plan_batches(lengths, batch_size=3, token_budget=100, bucketing=True)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    assert all(len(g) <= 3 and len(g) * max(lengths[i] for i in g) <= 100 for g in groups)
+    assert [lengths[g[0]] for g in groups] == sorted(lengths[g[0]] for g in groups)  # short first
+    assert plan_batches(lengths, 4, 10_000, bucketing=False) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert plan_batches([500], 4, 100, bucketing=True) == [[0]]  # an over-budget text still runs
+
+
+def test_variant_choice_and_unchecked_variants(package: Path, tmp_path: Path) -> None:
+    assert OnnxScorer.open(package, device="cpu", variant="fp32").variant == "fp32"
+    pkg = copy_package(package, tmp_path)
+    edit_manifest(pkg, lambda d: d["variants"]["fp16"]["parity"].update(
+        status="unchecked", reason="unchecked on this host"))
+    with pytest.raises(ModelError, match="not parity-checked"):
+        OnnxScorer.open(pkg, device="cpu", variant="fp16")
+    assert OnnxScorer.open(pkg, device="cpu", variant="fp16", allow_unchecked=True).variant == "fp16"
+    edit_manifest(pkg, lambda d: d["variants"].pop("int8"))
+    assert OnnxScorer.open(pkg, device="cpu").variant == "fp32"  # auto never picks unchecked
+    with pytest.raises(ModelError, match="no int8 variant"):
+        OnnxScorer.open(pkg, device="cpu", variant="int8")
+
+
+def test_a_tampered_package_is_refused(package: Path, tmp_path: Path) -> None:
+    pkg = copy_package(package, tmp_path)
+    model = pkg / VARIANT_FILES["int8"]
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(PackageIntegrityError, match=r"model.int8.onnx \(mismatch\)"):
+        OnnxScorer.open(pkg, device="cpu", variant="fp32")  # any change refuses the whole package
+    model.unlink()
+    with pytest.raises(PackageIntegrityError, match="missing"):
+        OnnxScorer.open(pkg, device="cpu")
+
+
+def test_bad_manifests_are_clear_errors(package: Path, tmp_path: Path) -> None:
+    pkg = copy_package(package, tmp_path)
+    edit_manifest(pkg, lambda d: d.pop("labels"))
+    with pytest.raises(PackageIntegrityError, match="lacks labels"):
+        OnnxScorer.open(pkg)
+    (pkg / MANIFEST).write_text("{not json")
+    with pytest.raises(PackageIntegrityError, match="not valid JSON"):
+        OnnxScorer.open(pkg)
+    with pytest.raises(PackageIntegrityError, match=r"no manifest\.json"):
+        OnnxScorer.open(tmp_path)
+    with pytest.raises(PackageIntegrityError, match="not a model package"):
+        OnnxScorer.open(tmp_path / "missing")
+
+
+def test_an_opset_the_runtime_cannot_load_is_a_model_error(package: Path, tmp_path: Path) -> None:
+    import onnx
+
+    pkg = copy_package(package, tmp_path)
+    model_path = pkg / VARIANT_FILES["fp32"]
+    model = onnx.load(str(model_path))
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            opset.version = 99
+    onnx.save(model, str(model_path))
+    edit_manifest(pkg, lambda d: d["files"].update({"model.onnx": sha256_file(model_path)}))
+    with pytest.raises(ModelError, match="cannot load"):
+        OnnxScorer.open(pkg, device="cpu", variant="fp32")
+
+
+def test_the_runtime_imports_neither_torch_nor_transformers(package: Path) -> None:
+    code = textwrap.dedent(f"""
+        import sys
+        from export.runtime import OnnxScorer
+        scorer = OnnxScorer.open({str(package)!r}, device="auto")
+        assert len(scorer.score(["hello world", "你好，世界"])) == 2
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers"))
+        assert not heavy, heavy
+        print("clean", scorer.variant)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("clean")
