@@ -47,6 +47,23 @@ class Checkpoint:
     def name(self, override: str | None = None) -> str:
         return override or str(self.report.get("name") or self.path.resolve().name)
 
+    def base_model(self) -> str | None:
+        base = self.report.get("base_model") or self.report.get("base")
+        if isinstance(base, dict):
+            base = base.get("description") or base.get("spec")
+        return str(base) if base else None
+
+    def test_metrics(self) -> dict[str, Any]:
+        """Scalar test-split metrics of the training report (accuracy, macro_f1, ...)."""
+        test = self.report.get("test_metrics") or self.report.get("test") or {}
+        return {k: v for k, v in test.items() if isinstance(v, int | float | str)} if isinstance(test, dict) else {}
+
+    def training_summary(self) -> dict[str, Any] | None:
+        """The training report without host paths and per-epoch detail, for the manifest."""
+        if not self.report:
+            return None
+        return _without_keys(self.report, {"location", "epochs"})
+
 
 def read_report(path: Path) -> dict[str, Any]:
     try:
@@ -61,7 +78,6 @@ def read_report(path: Path) -> dict[str, Any]:
 
 def load_checkpoint(path: Path, max_length: int | None = None) -> Checkpoint:
     """Load a sequence classifier saved by `yuqing train` (or any HF checkpoint with id2label)."""
-    import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -91,12 +107,21 @@ def load_checkpoint(path: Path, max_length: int | None = None) -> Checkpoint:
                          hint="the stream tokenizes with the `tokenizers` library only")
     report = read_report(path)
     limit = _position_limit(config, tokenizer)
-    wanted = max_length or int(report.get("max_length") or 0) or min(limit, 512)
+    trained = report.get("max_length") or (report.get("hyperparameters") or {}).get("max_length")
+    wanted = max_length or int(trained or 0) or min(limit, 512)
     if not 8 <= wanted <= limit:
         raise ModelError(f"--max-length {wanted} is outside 8..{limit} for {path.name}")
     names: list[str] = [n for n in ("input_ids", "attention_mask", "token_type_ids")
                         if n in tokenizer.model_input_names]
     return Checkpoint(path, model, tokenizer, labels, names, wanted, report)
+
+
+def _without_keys(value: Any, drop: set[str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_keys(v, drop) for k, v in value.items() if k not in drop}
+    if isinstance(value, list):
+        return [_without_keys(v, drop) for v in value]
+    return value
 
 
 def _labels(config: Any, path: Path) -> list[str]:

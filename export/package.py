@@ -180,12 +180,12 @@ def _manifest(opts: ExportOptions, ckpt: Checkpoint, tmp: Path, variants: dict[s
         "inputs": ckpt.input_names,
         "output": "logits",
         "pad_token_id": ckpt.pad_token_id,
-        "base_model": report.get("base_model"),
+        "base_model": ckpt.base_model(),
         "architecture": getattr(ckpt.config, "model_type", None),
         "training": {
             "data": report.get("data") or report.get("dataset"),
-            "test_metrics": report.get("test_metrics") or report.get("test"),
-            "report": dict(report) if report else None,
+            "test_metrics": ckpt.test_metrics(),
+            "report": ckpt.training_summary(),
         },
         "export": {
             "source": ckpt.path.resolve().name,

@@ -102,8 +102,13 @@ def _fit(model: Any, tokenizer: Any, labels: Sequence[str], steps: int) -> None:
     y = torch.tensor(targets)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
-    with torch.enable_grad():
-        for _ in range(steps):
-            optimizer.zero_grad()
-            model(**batch, labels=y).loss.backward()
-            optimizer.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small only loses to thread contention
+    try:
+        with torch.enable_grad():
+            for _ in range(steps):
+                optimizer.zero_grad()
+                model(**batch, labels=y).loss.backward()
+                optimizer.step()
+    finally:
+        torch.set_num_threads(threads)

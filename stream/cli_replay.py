@@ -28,6 +28,14 @@ def parse_when(value: str) -> dt.datetime:
         raise click.BadParameter(f"{value!r} is not an RFC 3339 time or YYYY-MM-DD date") from None
 
 
+def _duration_ms(text: str) -> int:
+    units = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+    for unit in sorted(units, key=len, reverse=True):
+        if text.endswith(unit) and text[: -len(unit)].isdigit():
+            return int(text[: -len(unit)]) * units[unit]
+    raise click.BadParameter(f"{text!r} is not a duration like 30s, 15m, 1h", param_hint="--grace")
+
+
 def _ms(when: dt.datetime) -> int:
     return int(when.timestamp() * 1000)
 
@@ -49,6 +57,9 @@ def _ms(when: dt.datetime) -> int:
 @click.option("--group", help="The replay's own consumer group (default: derived from topics, range, models).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--batch-size", type=int)
+@click.option("--grace", default="0s", show_default=True,
+              help="Also read messages up to this long after --to (e.g. 1h) for producers whose timestamps "
+              "arrive out of order; only messages stamped inside the range are scored.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.pass_context
 def replay_command(
@@ -62,6 +73,7 @@ def replay_command(
     group: str | None,
     device: str | None,
     batch_size: int | None,
+    grace: str,
     no_progress: bool,
 ) -> None:
     """Re-score TOPIC's messages between --from and --to under the given packages' model versions.
@@ -107,6 +119,8 @@ def replay_command(
         err=True,
     )
     click.echo(summary_line(counts), err=True)
+    if report.outside:
+        click.echo(f"skipped {report.outside} messages stamped outside the range", err=True)
     firsts, lasts = report.first_ts_ms.values(), report.last_ts_ms.values()
     if firsts:
         covered_from = dt.datetime.fromtimestamp(min(firsts) / 1000, dt.UTC).isoformat(timespec="seconds")

@@ -24,7 +24,7 @@ class PartitionPlan:
     topic: str
     partition: int
     start: int  # first offset at or after --from
-    stop: int  # end offset when the replay began (exclusive)
+    stop: int  # first offset after --to (+ grace), capped by the end offset when the replay began
     earliest: int  # first offset still retained
     gone_before_ms: int | None = None  # retention removed messages older than this timestamp
 
@@ -37,6 +37,7 @@ class PartitionPlan:
 class ReplayReport:
     plans: list[PartitionPlan] = field(default_factory=list)
     read: int = 0
+    outside: int = 0  # read between start and stop but timestamped outside the range (skipped)
     last_ts_ms: dict[tuple[str, int], int] = field(default_factory=dict)
     first_ts_ms: dict[tuple[str, int], int] = field(default_factory=dict)
 
@@ -68,9 +69,10 @@ class ReplaySource:
         to_ms: int,
         group_id: str,
         progress: bool = True,
+        grace_ms: int = 0,
     ) -> None:
         self.settings = settings
-        self.from_ms, self.to_ms = from_ms, to_ms
+        self.from_ms, self.to_ms, self.grace_ms = from_ms, to_ms, grace_ms
         self.consumer = consumer(settings, group_id, max_poll_records=2000)
         self.report = ReplayReport()
         self.exhausted = False
@@ -100,12 +102,17 @@ class ReplaySource:
 
     def _plan(self, partitions: list[TopicPartition]) -> None:
         starts = self.consumer.offsets_for_times({tp: self.from_ms for tp in partitions})
+        # Producers may stamp messages out of order (feeds deliver old entries late): read up to the
+        # first offset after --to plus a grace period, and keep only messages stamped inside the range.
+        stops = self.consumer.offsets_for_times({tp: self.to_ms + self.grace_ms + 1 for tp in partitions})
         ends = self.consumer.end_offsets(partitions)
         begins = self.consumer.beginning_offsets(partitions)
         for tp in partitions:
             found = starts.get(tp)
             start = found.offset if found is not None else ends[tp]
-            plan = PartitionPlan(tp.topic, tp.partition, start, ends[tp], begins[tp])
+            after = stops.get(tp)
+            stop = min(after.offset, ends[tp]) if after is not None else ends[tp]
+            plan = PartitionPlan(tp.topic, tp.partition, start, stop, begins[tp])
             if begins[tp] > 0 and start == begins[tp] and found is not None:
                 # The first retained message is already inside the range: older ones were deleted,
                 # so the part of the range before it may be gone.
@@ -122,21 +129,27 @@ class ReplaySource:
             for msg in messages:
                 if tp in self._done:
                     break
-                if msg.offset >= self._stop_of(tp) or (msg.timestamp is not None and msg.timestamp > self.to_ms):
+                if msg.offset >= self._stop_of(tp):
                     self._finish(tp)
                     break
+                batch.next_offsets[plan_key] = msg.offset + 1
+                self._bars[plan_key].update(1)
+                if msg.timestamp is not None and not self.from_ms <= msg.timestamp <= self.to_ms:
+                    self.report.outside += 1
+                    if msg.offset + 1 >= self._stop_of(tp):
+                        self._finish(tp)
+                    continue
                 record = to_record(msg)
                 verdict = classify(record, self.settings.max_message_bytes)
                 if isinstance(verdict, BadRecord):
                     batch.bad.append(verdict)
                 else:
                     batch.items.append((record, verdict))
-                batch.next_offsets[plan_key] = msg.offset + 1
                 self.report.read += 1
                 if msg.timestamp is not None:
                     self.report.first_ts_ms.setdefault(plan_key, msg.timestamp)
-                    self.report.last_ts_ms[plan_key] = msg.timestamp
-                self._bars[plan_key].update(1)
+                    self.report.last_ts_ms[plan_key] = max(msg.timestamp, self.report.last_ts_ms.get(plan_key, 0))
+                    self.report.first_ts_ms[plan_key] = min(msg.timestamp, self.report.first_ts_ms[plan_key])
                 if msg.offset + 1 >= self._stop_of(tp):
                     self._finish(tp)
         self.exhausted = len(self._done) == len(self.report.plans)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from export.check_data import BUILTIN
 from export.package import ExportOptions, build_package
 from export.testing import save_tiny_classifier
@@ -19,7 +21,7 @@ def test_pipeline_comparison_and_bucketing_gain(tmp_path: Path) -> None:
     result = compare_throughput(package, ckpt, texts, variant="fp32", threads=1, batch_size=8, warmup=4)
     assert result.n_texts == len(texts) and result.variant == "fp32" and result.threads == 1
     assert result.onnx_texts_per_s > 0 and result.pipeline_texts_per_s > 0
-    assert result.ratio == result.onnx_texts_per_s / result.pipeline_texts_per_s
+    assert result.ratio == pytest.approx(result.onnx_texts_per_s / result.pipeline_texts_per_s)
     assert result.label_agreement == 1.0  # same weights, same truncation: the same labels
     assert result.truncated > 0
 
