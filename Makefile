@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-unit test-integration lint kafka-up kafka-down typecheck-deps clean deploy-check
+.PHONY: system-deps setup demo test test-unit test-integration lint kafka-up kafka-down typecheck-deps clean deploy-check
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null || { echo "need $(PY)"; exit 1; }
@@ -24,10 +24,10 @@ setup: $(STAMP)
 
 ## demo: train (if needed), export and run the main job on the embedded default store
 demo: setup
-	$(BIN)/python -m stream.demo
+	$(BIN)/yuqing demo
 
 ## test: install, start Kafka, run every test (unit + integration) and the lint gate
-test: setup kafka-up typecheck-deps
+test: setup system-deps kafka-up typecheck-deps
 	$(BIN)/python -m pytest tests -q -m "not slow"
 	$(MAKE) lint
 
@@ -44,6 +44,10 @@ lint: setup
 ## deploy-check: offline checks of compose, Kubernetes manifests, Dockerfiles and the cluster DDL
 deploy-check: setup
 	$(BIN)/python deploy/validate.py
+
+## system-deps: Debian chromium (for the brief test); checks java, mvn, node, npm
+system-deps:
+	bash deploy/local/system-deps.sh
 
 kafka-up:
 	bash deploy/local/kafka.sh up

@@ -74,8 +74,10 @@ def run_pipeline(
     scorers: Sequence[Scorer] | None = None,
     idle_exit_s: float | None = None,
     stop: threading.Event | None = None,
+    on_source: Callable[[Any], None] | None = None,
 ) -> RunCounts:
-    """`yuqing run`: the live consumer group, or a file source, into the store."""
+    """`yuqing run`: the live consumer group, or a file source, into the store.  `on_source` sees
+    the source once it is open (the bench wraps its calls with timers)."""
     from stream.file_source import FileSource
     from stream.kafka_source import KafkaSource
 
@@ -91,6 +93,7 @@ def run_pipeline(
         idle_exit_s=idle_exit_s,
         stop=stop,
         dead_letter_topic=not source_spec.startswith("file:"),
+        on_source=on_source,
     )
 
 

@@ -1,0 +1,150 @@
+"""The consumer end to end, Kafka -> scoring -> store, against raw ONNX Runtime on the same texts.
+
+Runs inside a worker process: the texts go to a fresh topic as news items first, then the real
+pipeline (`run_pipeline` with the case's scorer) drains it into a fresh chdb store until idle.
+The rate counts from the start of the poll that returned the first items to the end of the last
+offset commit, so neither the group join before it nor the idle wait after it is in the figure.
+The same scorer object first scores the items' model texts directly, in chunks of the same
+micro-batch size: that is the raw figure the end-to-end rate is compared with.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from stream.bench.cases import Case, time_calls
+
+
+class Window:
+    """Wraps a source's next_batch/commit to time the busy window and each batch's turn."""
+
+    def __init__(self) -> None:
+        self.first_poll: float | None = None
+        self.last_commit: float | None = None
+        self.turns: list[float] = []  # poll start of a batch -> its commit done
+        self._batch_started = 0.0
+
+    def attach(self, source: Any) -> None:
+        next_batch, commit = source.next_batch, source.commit
+
+        def timed_next_batch(max_items: int, max_wait_ms: int) -> Any:
+            started = time.perf_counter()
+            batch = next_batch(max_items, max_wait_ms)
+            if len(batch):
+                self.first_poll = self.first_poll if self.first_poll is not None else started
+                self._batch_started = started
+            return batch
+
+        def timed_commit(batch: Any) -> None:
+            commit(batch)
+            self.last_commit = time.perf_counter()
+            self.turns.append(self.last_commit - self._batch_started)
+
+        setattr(source, "next_batch", timed_next_batch)  # noqa: B010 (instance attribute over the method)
+        setattr(source, "commit", timed_commit)  # noqa: B010
+
+    @property
+    def seconds(self) -> float:
+        if self.first_poll is None or self.last_commit is None:
+            return 0.0
+        return self.last_commit - self.first_poll
+
+
+def news_payloads(texts: list[str], run_id: str) -> list[bytes]:
+    """One news item per text, text only, so the model text is the text itself."""
+    return [
+        json.dumps({"id": f"{run_id}-{i}", "source": "bench", "url": "", "title": "", "text": text},
+                   ensure_ascii=False).encode()
+        for i, text in enumerate(texts)
+    ]
+
+
+def model_texts(payloads: list[bytes], max_bytes: int) -> list[str]:
+    """What the pipeline will score for each payload, parsed by the pipeline's own parser."""
+    from stream.interfaces import NewsItem, SourceRecord
+    from stream.items import classify
+
+    out = []
+    for i, value in enumerate(payloads):
+        item = classify(SourceRecord("bench", 0, i, None, None, value), max_bytes)
+        if not isinstance(item, NewsItem):
+            raise ValueError(f"bench item {i} is not a valid news item: {item.error}")
+        out.append(item.model_text)
+    return out
+
+
+def run_e2e(spec: dict[str, Any], case: Case, texts: list[str]) -> dict[str, Any]:
+    from stream.bench.worker import onnx_labels, open_scorer, peak_rss_mb, result
+    from stream.cli_run import run_pipeline
+    from stream.kafka_admin import ensure_topic
+    from stream.kafka_clients import admin, producer
+    from stream.settings import load_settings
+    from stream.store import Store
+
+    options: dict[str, Any] = spec["e2e"]
+    run_id = f"bench-{uuid.uuid4().hex[:10]}"
+    config = Path(options["config_path"]) if options.get("config_path") else None
+    settings = load_settings(config, {
+        "kafka": {"bootstrap_servers": options.get("bootstrap"), "topics": [run_id], "group_id": run_id},
+        "store": {"dsn": f"chdb://{options['store_dir']}", "database": "bench"},
+        "batch": {"max_items": case.chunk},
+    })
+    payloads = news_payloads(texts, run_id)
+    inputs = model_texts(payloads, settings.kafka.max_message_bytes)
+
+    scorer = open_scorer(spec, case)
+    raw = result(time_calls(onnx_labels(scorer), inputs, case.chunk, spec["warmup"]))
+    raw_labels = raw.pop("labels")
+
+    ensure_topic(settings.kafka, run_id, partitions=1)
+    kafka_producer = producer(settings.kafka, batch_size=256 * 1024, linger_ms=20)
+    for i, value in enumerate(payloads):
+        kafka_producer.send(run_id, value=value, key=str(i).encode())
+    kafka_producer.flush()
+    kafka_producer.close()
+
+    window = Window()
+    idle_s = float(options.get("idle_s", 3.0))
+    try:
+        counts = run_pipeline(settings, "kafka", scorers=[scorer], idle_exit_s=idle_s, on_source=window.attach)
+    finally:
+        _delete_topic(admin, settings, run_id)
+    with Store(settings.store) as store:
+        rows = store.rows("SELECT id, label FROM bench.scored FINAL")
+    by_id = dict(rows)
+    labels = [str(by_id.get(f"{run_id}-{i}", "")) for i in range(len(texts))]
+    n = len(texts)
+    lat = [t * 1000 for t in window.turns] or [0.0]
+    import numpy as np
+
+    return {
+        "items": n,
+        "seconds": round(window.seconds, 4),
+        "items_per_s": n / window.seconds if window.seconds > 0 else 0.0,
+        "calls": len(window.turns),
+        "latency_ms": {q: round(float(np.percentile(lat, p)), 3) for q, p in (("p50", 50), ("p95", 95), ("p99", 99))},
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "labels": labels,
+        "provider": scorer.provider,
+        "raw_onnx": raw,
+        "pipeline": {"read": counts.read, "scored_items": counts.scored_items, "rows_written": counts.rows_written,
+                     "dead_lettered": counts.dead_lettered, "batches": counts.batches,
+                     "rows_in_store": len(rows), "idle_exit_s": idle_s,
+                     "same_labels_as_raw": labels == raw_labels},
+    }
+
+
+def _delete_topic(admin: Any, settings: Any, topic: str) -> None:
+    """Best effort: the bench leaves no topic behind."""
+    try:
+        client = admin(settings.kafka)
+        try:
+            client.delete_topics([topic])
+        finally:
+            client.close()
+    except Exception:  # a leftover topic is harmless; the figures are already taken
+        pass
