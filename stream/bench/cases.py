@@ -85,8 +85,12 @@ class Timing:
             "seconds": round(self.seconds, 4),
             "items_per_s": self.items / self.seconds if self.seconds > 0 else 0.0,
             "calls": len(self.latencies),
-            "latency_ms": {q: round(float(np.percentile(lat, p)), 3) for q, p in (("p50", 50), ("p95", 95), ("p99", 99))},
+            "latency_ms": percentiles_ms(lat),
         }
+
+
+def percentiles_ms(values_ms: np.ndarray | list[float]) -> dict[str, float]:
+    return {q: round(float(np.percentile(values_ms, p)), 3) for q, p in (("p50", 50), ("p95", 95), ("p99", 99))}
 
 
 def chunks(texts: Sequence[str], size: int) -> list[list[str]]:

@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from stream.bench.cases import Case, time_calls
+from stream.bench.cases import Case, percentiles_ms, time_calls
 
 
 class Window:
@@ -119,14 +119,13 @@ def run_e2e(spec: dict[str, Any], case: Case, texts: list[str]) -> dict[str, Any
     labels = [str(by_id.get(f"{run_id}-{i}", "")) for i in range(len(texts))]
     n = len(texts)
     lat = [t * 1000 for t in window.turns] or [0.0]
-    import numpy as np
 
     return {
         "items": n,
         "seconds": round(window.seconds, 4),
         "items_per_s": n / window.seconds if window.seconds > 0 else 0.0,
         "calls": len(window.turns),
-        "latency_ms": {q: round(float(np.percentile(lat, p)), 3) for q, p in (("p50", 50), ("p95", 95), ("p99", 99))},
+        "latency_ms": percentiles_ms(lat),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "labels": labels,
         "provider": scorer.provider,

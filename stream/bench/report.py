@@ -13,14 +13,15 @@ from stream.bench import gpu
 from stream.bench.cases import Case
 
 
-def _best(results: dict[str, dict[str, Any]], cases: Sequence[Case], engine: str, variant: str) -> dict[str, Any] | None:
+def _best(results: dict[str, dict[str, Any]], cases: Sequence[Case], engine: str,
+          variant: str) -> dict[str, Any] | None:
     found = [results[c.name] for c in cases
              if c.group == "engines" and c.engine == engine and c.variant == variant and ok(results.get(c.name))]
     return max(found, key=lambda r: r["items_per_s"]) if found else None
 
 
 def ok(result: dict[str, Any] | None) -> bool:
-    return bool(result) and "error" not in result and result.get("items_per_s", 0) > 0  # type: ignore[union-attr]
+    return result is not None and "error" not in result and result.get("items_per_s", 0) > 0
 
 
 def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:

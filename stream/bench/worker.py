@@ -30,14 +30,15 @@ def open_scorer(spec: dict[str, Any], case: Case) -> Any:
 
     package = Path(spec["package"])
     budget = case.token_budget or case.batch_size * int(spec["max_length"])
-    options = {"bucketing": case.bucketing, "batch_size": case.batch_size, "token_budget": budget}
     if spec["origin"] == "package":
         return OnnxScorer.open(package, device=spec["device"], variant=case.variant,
-                               intra_op_threads=spec["threads"], allow_unchecked=True, **options)
+                               intra_op_threads=spec["threads"], allow_unchecked=True, bucketing=case.bucketing,
+                               batch_size=case.batch_size, token_budget=budget)
     manifest = read_manifest(package)
     session, provider = create_session(Path(spec["variant_file"]), spec["device"], spec["threads"])
     tokenizer = load_tokenizer(package / "tokenizer.json", manifest.max_length)
-    return OnnxScorer(manifest, session, tokenizer, variant=case.variant, provider=provider, **options)
+    return OnnxScorer(manifest, session, tokenizer, variant=case.variant, provider=provider,
+                      bucketing=case.bucketing, batch_size=case.batch_size, token_budget=budget)
 
 
 def onnx_labels(scorer: Any) -> Any:
@@ -47,7 +48,6 @@ def onnx_labels(scorer: Any) -> Any:
 def padding(scorer: Any, texts: list[str], case: Case) -> dict[str, Any]:
     """Real tokens over padded tokens for this case's chunks and sub-batches (not timed)."""
     from export.runtime import plan_batches
-
     from stream.bench.cases import chunks
 
     real = padded = 0
