@@ -53,7 +53,7 @@ def export_command(model_dir: Path, out: Path, int8: bool, fp16: bool, opset: in
                + (f" ({graph['reason']})" if graph.get("reason") else ""))
     click.echo(f"parity on {manifest.data['export']['check_data']['n']} texts "
                f"({manifest.data['export']['check_data']['source']}):")
-    click.echo(_table(["variant", "status", "max|Δlogit|", "agreement", "accuracy", "provider", "MB"],
+    click.echo(_table(["variant", "status", "max|Δlogit|", "agreement", "accuracy", "checked on", "MB", "note"],
                       [_parity_row(manifest, v) for v in manifest.variants]))
 
 
@@ -114,8 +114,11 @@ def _parity_row(manifest: Manifest, variant: str) -> list[str]:
     def fmt(key: str, pattern: str) -> str:
         return pattern.format(p[key]) if p.get(key) is not None else "-"
 
+    quantization = manifest.variants[variant].get("quantization")
+    note = f"scheme {quantization['scheme']}" if quantization else p.get("reason", "")
     return [variant, p.get("status", "?"), fmt("max_abs_diff", "{:.2e}"), fmt("label_agreement", "{:.2%}"),
-            fmt("accuracy", "{:.2%}"), str(p.get("provider") or p.get("reason", "-")), f"{size:.1f}"]
+            fmt("accuracy", "{:.2%}"), str(p.get("provider") or "-").removesuffix("ExecutionProvider"),
+            f"{size:.1f}", note]
 
 
 def _metrics(metrics: dict[str, Any]) -> str:

@@ -98,20 +98,20 @@ def build_package(opts: ExportOptions) -> Manifest:
         _gate("fp32", variants["fp32"], graph)
         fp32_accuracy = variants["fp32"]["accuracy"]
 
-        for flag, variant, convert in ((opts.int8, "int8", onnx_export.quantize_int8),
-                                       (opts.fp16, "fp16", onnx_export.convert_fp16)):
-            if not flag:
-                continue
-            step(f"building {variant}")
-            path = tmp / VARIANT_FILES[variant]
-            try:
-                convert(fp32, path)
-            except Exception as exc:
-                raise ModelError(f"building the {variant} variant failed: {str(exc)[:400]}") from None
+        if opts.int8:
+            step("building int8")
+            variants["int8"] = _int8(fp32, tmp / VARIANT_FILES["int8"], ref, ckpt.pad_token_id, fp32_accuracy)
             bar.update()
-            step(f"parity {variant}")
-            variants[variant] = parity.check_variant(variant, path, ref, ckpt.pad_token_id, fp32_accuracy)
-            _gate(variant, variants[variant], graph)
+            _gate("int8", variants["int8"], graph)
+            bar.update()
+        if opts.fp16:
+            step("building fp16")
+            path = tmp / VARIANT_FILES["fp16"]
+            _build("fp16", onnx_export.convert_fp16, fp32, path)
+            bar.update()
+            step("parity fp16")
+            variants["fp16"] = parity.check_variant("fp16", path, ref, ckpt.pad_token_id, fp32_accuracy)
+            _gate("fp16", variants["fp16"], graph)
             bar.update()
 
         step("writing manifest")
@@ -119,6 +119,28 @@ def build_package(opts: ExportOptions) -> Manifest:
         (tmp / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         bar.update()
     return read_manifest(opts.out)
+
+
+def _build(variant: str, convert: Any, src: Path, dst: Path, *args: Any) -> Any:
+    try:
+        return convert(src, dst, *args)
+    except Exception as exc:
+        raise ModelError(f"building the {variant} variant failed: {str(exc)[:400]}") from None
+
+
+def _int8(fp32: Path, out: Path, ref: parity.Reference, pad_id: int, fp32_accuracy: float | None) -> dict[str, Any]:
+    """The first quantization scheme that holds parity (or the last one's failed result)."""
+    attempts: list[dict[str, Any]] = []
+    result: dict[str, Any] = {}
+    for scheme in onnx_export.INT8_SCHEMES:
+        settings = _build("int8", onnx_export.quantize_int8, fp32, out, scheme)
+        result = parity.check_variant("int8", out, ref, pad_id, fp32_accuracy) | {"quantization": settings}
+        attempts.append({"scheme": scheme, "status": result["status"], "reason": result.get("reason"),
+                         "label_agreement": result["label_agreement"], "accuracy": result["accuracy"]})
+        if result["status"] == parity.PASSED:
+            break
+        log.warning("int8 scheme %r misses parity (%s)", scheme, result.get("reason"))
+    return result | {"attempts": attempts}
 
 
 def _optimize(ckpt: Checkpoint, fp32: Path, ref: parity.Reference,
@@ -190,7 +212,7 @@ def _manifest(opts: ExportOptions, ckpt: Checkpoint, tmp: Path, variants: dict[s
         "export": {
             "source": ckpt.path.resolve().name,
             "opset": opts.opset,
-            "int8": onnx_export.INT8_SETTINGS if opts.int8 else False,
+            "int8": opts.int8,
             "fp16": {"keep_io_types": True} if opts.fp16 else False,
             "graph": graph,
             "check_data": {"source": checks.source, "n": len(checks.texts),
@@ -204,9 +226,17 @@ def _manifest(opts: ExportOptions, ckpt: Checkpoint, tmp: Path, variants: dict[s
         "opset": opts.opset,
         "onnxruntime": onnxruntime.__version__,
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "variants": {v: {"file": VARIANT_FILES[v], "parity": result} for v, result in variants.items()},
+        "variants": {v: _variant_entry(v, result) for v, result in variants.items()},
         "files": hash_files(tmp, files),
     }
+
+
+def _variant_entry(variant: str, result: dict[str, Any]) -> dict[str, Any]:
+    parity_result = dict(result)
+    entry: dict[str, Any] = {"file": VARIANT_FILES[variant]}
+    if "quantization" in parity_result:
+        entry["quantization"] = parity_result.pop("quantization")
+    return entry | {"parity": parity_result}
 
 
 @contextmanager

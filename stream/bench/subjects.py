@@ -23,7 +23,7 @@ from stream.errors import ModelError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_LENGTH = 256  # all-MiniLM-L6-v2's own sequence limit
+DEFAULT_MAX_LENGTH = 128  # what all-MiniLM-L6-v2 was trained on; a title and lead fit
 DEFAULT_LABELS = ("negative", "positive")
 
 
