@@ -37,15 +37,19 @@ DEFAULT_PACKAGES = Path("artifacts/packages")
 @click.option("--name", help="Model name (default: training report's, else the directory name).")
 @click.option("--task", help="Task (default: training report's).")
 @click.option("--no-optimize", is_flag=True, help="Skip ONNX Runtime's transformer fusions.")
+@click.option("--int8-scheme", default="auto", show_default=True,
+              type=click.Choice(["auto", "all", "gelu_matmuls_fp32", "ffn_fp32"]),
+              help="Which MatMuls int8 keeps in fp32; auto tries each in turn until one holds parity.")
 def export_command(model_dir: Path, out: Path, int8: bool, fp16: bool, opset: int, check_data: str | None,
                    check_limit: int, max_length: int | None, name: str | None, task: str | None,
-                   no_optimize: bool) -> None:
+                   no_optimize: bool, int8_scheme: str) -> None:
     """Export a classifier to an ONNX model package; fails (exit 7) if a variant misses parity."""
     from export.package import ExportOptions, build_package
 
     manifest = build_package(ExportOptions(
         model_dir=model_dir, out=out, int8=int8, fp16=fp16, opset=opset, check_data=check_data,
         check_limit=check_limit, max_length=max_length, name=name, task=task, optimize=not no_optimize,
+        int8_scheme=int8_scheme,
     ))
     graph = manifest.data["export"]["graph"]
     click.echo(f"{manifest.version}  {manifest.task}  labels={','.join(manifest.labels)}  -> {out}")

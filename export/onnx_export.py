@@ -78,29 +78,42 @@ def optimize_graph(src: Path, dst: Path, ckpt: Checkpoint) -> dict[str, int]:
 
 # Per-channel weight scales cut the logit error by about half against per-tensor ones.
 INT8_SETTINGS = {"method": "quantize_dynamic", "weight_type": "QInt8", "per_channel": True}
-# Tried in order until one holds parity.  The FFN output projections read GELU outputs, whose
-# outliers make the per-tensor activation scale coarse; keeping just those in fp32 removes most
-# of the int8 error at a small cost in speed.
-INT8_SCHEMES = ("all", "gelu_matmuls_fp32")
+# Tried in order until one holds parity, from fastest to most precise.  The FFN output projections
+# read GELU outputs, whose outliers make the per-tensor activation scale coarse: keeping them in
+# fp32 removes most of the int8 error; keeping the whole FFN in fp32 removes more (attention and
+# embeddings stay int8).
+INT8_SCHEMES = ("all", "gelu_matmuls_fp32", "ffn_fp32")
 _GELU_OPS = {"Gelu", "BiasGelu", "FastGelu", "Erf"}
+_ELEMENTWISE = {"Mul", "Add", "Div"}
 
 
-def gelu_fed_matmuls(model_path: Path) -> list[str]:
-    """Names of the MatMuls whose input is a GELU (fused, or the erf formula of a plain graph)."""
+def ffn_matmuls(model_path: Path, *, inputs_too: bool) -> list[str]:
+    """Names of the MatMuls that read a GELU (fused, or the erf formula of a plain graph) and,
+    with `inputs_too`, those whose output goes into one."""
     import onnx
 
     graph = onnx.load(str(model_path)).graph
     producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
 
-    def from_gelu(name: str, depth: int = 0) -> bool:
-        node = producer.get(name)
+    def from_gelu(tensor: str, depth: int = 0) -> bool:
+        node = producer.get(tensor)
         if node is None or depth > 3:
             return False
-        if node.op_type in _GELU_OPS:
-            return True
-        return node.op_type in ("Mul", "Add", "Div") and any(from_gelu(i, depth + 1) for i in node.input)
+        return node.op_type in _GELU_OPS or (
+            node.op_type in _ELEMENTWISE and any(from_gelu(i, depth + 1) for i in node.input))
 
-    return [n.name for n in graph.node if n.op_type == "MatMul" and n.name and from_gelu(n.input[0])]
+    def into_gelu(tensor: str, depth: int = 0) -> bool:
+        return depth <= 3 and any(
+            node.op_type in _GELU_OPS or (node.op_type in _ELEMENTWISE and any(into_gelu(o, depth + 1)
+                                                                               for o in node.output))
+            for node in consumers.get(tensor, []))
+
+    return [n.name for n in graph.node if n.op_type == "MatMul" and n.name
+            and (from_gelu(n.input[0]) or (inputs_too and into_gelu(n.output[0])))]
 
 
 def quantize_int8(src: Path, dst: Path, scheme: str = "all") -> dict[str, Any]:
@@ -109,7 +122,9 @@ def quantize_int8(src: Path, dst: Path, scheme: str = "all") -> dict[str, Any]:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    keep_fp32 = gelu_fed_matmuls(src) if scheme == "gelu_matmuls_fp32" else []
+    if scheme not in INT8_SCHEMES:
+        raise ModelError(f"unknown int8 scheme {scheme!r}", hint=f"one of {', '.join(INT8_SCHEMES)}")
+    keep_fp32 = [] if scheme == "all" else ffn_matmuls(src, inputs_too=scheme == "ffn_fp32")
 
     root = logging.getLogger()
     level = root.level

@@ -11,7 +11,7 @@ import json
 import logging
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +51,7 @@ class ExportOptions:
     name: str | None = None
     task: str | None = None
     optimize: bool = True
+    int8_scheme: str = "auto"  # or one of onnx_export.INT8_SCHEMES
     progress: bool = True
 
 
@@ -100,7 +101,9 @@ def build_package(opts: ExportOptions) -> Manifest:
 
         if opts.int8:
             step("building int8")
-            variants["int8"] = _int8(fp32, tmp / VARIANT_FILES["int8"], ref, ckpt.pad_token_id, fp32_accuracy)
+            schemes = onnx_export.INT8_SCHEMES if opts.int8_scheme == "auto" else (opts.int8_scheme,)
+            variants["int8"] = _int8(fp32, tmp / VARIANT_FILES["int8"], ref, ckpt.pad_token_id, fp32_accuracy,
+                                     schemes)
             bar.update()
             _gate("int8", variants["int8"], graph)
             bar.update()
@@ -128,11 +131,12 @@ def _build(variant: str, convert: Any, src: Path, dst: Path, *args: Any) -> Any:
         raise ModelError(f"building the {variant} variant failed: {str(exc)[:400]}") from None
 
 
-def _int8(fp32: Path, out: Path, ref: parity.Reference, pad_id: int, fp32_accuracy: float | None) -> dict[str, Any]:
+def _int8(fp32: Path, out: Path, ref: parity.Reference, pad_id: int, fp32_accuracy: float | None,
+          schemes: Sequence[str]) -> dict[str, Any]:
     """The first quantization scheme that holds parity (or the last one's failed result)."""
     attempts: list[dict[str, Any]] = []
     result: dict[str, Any] = {}
-    for scheme in onnx_export.INT8_SCHEMES:
+    for scheme in schemes:
         settings = _build("int8", onnx_export.quantize_int8, fp32, out, scheme)
         result = parity.check_variant("int8", out, ref, pad_id, fp32_accuracy) | {"quantization": settings}
         attempts.append({"scheme": scheme, "status": result["status"], "reason": result.get("reason"),

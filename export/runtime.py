@@ -2,6 +2,10 @@
 
 Only onnxruntime, tokenizers and numpy here: the consumer install has neither torch nor
 transformers (a unit test imports this module in a fresh interpreter to keep it that way).
+
+fp32 and fp16 scores of a text do not depend on the other texts of its batch; int8 ones can move
+slightly, since dynamic quantization picks one activation scale per sub-batch (the export's parity
+gate judges int8 on the worst of several batchings for that reason).
 """
 
 from __future__ import annotations
@@ -110,13 +114,19 @@ def feeds(encoded: Encoded, indices: Sequence[int], input_names: Sequence[str], 
     return {name: arrays[name] for name in input_names}
 
 
-def create_session(model: Path, device: str, intra_op_threads: int = 0) -> tuple[ort.InferenceSession, str]:
-    """An ORT session on `device` ("cpu" | "cuda") and the provider that actually runs it."""
+def create_session(
+    model: Path, device: str, intra_op_threads: int = 0, *, spin: bool = True
+) -> tuple[ort.InferenceSession, str]:
+    """An ORT session on `device` ("cpu" | "cuda") and the provider that actually runs it.  With
+    spin=False idle pool threads sleep instead of spinning: on a shared or CPU-limited host the
+    spinning only burns the quota the other threads need."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = [CUDA, CPU] if device == "cuda" else [CPU]
     try:
         session = ort.InferenceSession(str(model), sess_options=options, providers=providers)
@@ -232,6 +242,7 @@ class OnnxScorer:
         allow_unchecked: bool = False,
         batch_size: int = DEFAULT_BATCH_SIZE,
         token_budget: int = DEFAULT_TOKEN_BUDGET,
+        spin: bool = True,
     ) -> OnnxScorer:
         """Verify the package (hashes, parity status), pick the variant and start a session."""
         if device not in ("auto", "cpu", "cuda"):
@@ -245,7 +256,7 @@ class OnnxScorer:
             raise ModelError("device cuda was asked for but this onnxruntime has no CUDA provider",
                              hint="install onnxruntime-gpu or use --device cpu")
         chosen = choose_variant(manifest, device, variant, allow_unchecked)
-        session, provider = create_session(manifest.variant_path(chosen), device, intra_op_threads)
+        session, provider = create_session(manifest.variant_path(chosen), device, intra_op_threads, spin=spin)
         tokenizer = load_tokenizer(manifest.path / TOKENIZER, manifest.max_length)
         log.info(
             "loaded %s (%s, %s) on %s in %.2fs", manifest.version, manifest.task, chosen, provider,

@@ -7,7 +7,7 @@ from stream.errors import YuqingError
 
 if __name__ == "__main__":
     try:
-        bench_command.main(args=sys.argv[1:], prog_name="python -m stream.bench", standalone_mode=False)
+        bench_command.main(args=sys.argv[1:], prog_name="python -m stream.bench")
     except YuqingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)

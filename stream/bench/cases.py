@@ -51,10 +51,11 @@ def plan(
             cases.append(Case(f"torch-{torch_dtype} b{b}", "engines", "torch", torch_dtype, b, b))
         cases.append(Case(f"onnx-fp32 b{b}", "engines", "onnx", "fp32", b, b))
         cases.append(Case(f"onnx-{reduced} b{b}", "engines", "onnx", reduced, b, b))
-    # Bucketing sorts a call's texts by length before cutting sub-batches, so it needs a call larger
-    # than one sub-batch: the consumer's micro-batch, cut into sub-batches of the middle batch size.
+    # Bucketing sorts a call's texts by length before cutting sub-batches, so it needs a call of
+    # several sub-batches: the consumer's micro-batch (or 8 sub-batches, if more) cut into
+    # sub-batches of the middle batch size.
     sub = _middle(batch_sizes)
-    chunk = max(micro_batch, sub)
+    chunk = max(micro_batch, 8 * sub)
     for on in (True, False):
         cases.append(Case(f"bucketing-{'on' if on else 'off'} b{sub}", "bucketing", "onnx", reduced, sub, chunk,
                           bucketing=on, token_budget=DEFAULT_TOKEN_BUDGET))
@@ -77,6 +78,7 @@ class Timing:
     seconds: float
     latencies: list[float]  # seconds per call
     labels: list[str]
+    cpu_seconds: float  # process CPU time (all threads) while timed
 
     def summary(self) -> dict[str, Any]:
         lat = np.asarray(self.latencies) * 1000 if self.latencies else np.zeros(1)
@@ -85,6 +87,7 @@ class Timing:
             "seconds": round(self.seconds, 4),
             "items_per_s": self.items / self.seconds if self.seconds > 0 else 0.0,
             "calls": len(self.latencies),
+            "cpu_seconds": round(self.cpu_seconds, 3),
             "latency_ms": percentiles_ms(lat),
         }
 
@@ -98,15 +101,16 @@ def chunks(texts: Sequence[str], size: int) -> list[list[str]]:
 
 
 def time_calls(score: Callable[[list[str]], list[str]], texts: Sequence[str], chunk: int, warmup: int) -> Timing:
-    """Warm up on the first `warmup` chunks, then time every chunk of the texts in order."""
+    """Warm up on the first chunks (at least `warmup` texts, at least one call), then time every
+    chunk of the texts in order."""
     parts = chunks(texts, chunk)
-    for part in parts[:warmup]:
+    for part in parts[: max(1, -(-warmup // chunk))]:
         score(part)
     labels: list[str] = []
     latencies: list[float] = []
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for part in parts:
         t0 = time.perf_counter()
         labels += score(part)
         latencies.append(time.perf_counter() - t0)
-    return Timing(len(texts), time.perf_counter() - started, latencies, labels)
+    return Timing(len(texts), time.perf_counter() - started, latencies, labels, time.process_time() - cpu_started)

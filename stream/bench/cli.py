@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OUT_DIR = Path("artifacts/bench")
 DEFAULTS = {  # device -> (texts, batch sizes); --quick -> the same, small
-    "cpu": (1000, (1, 8, 32, 128)),
+    "cpu": (512, (1, 8, 32, 128)),
     "cuda": (8192, (64, 256, 1024)),
 }
 QUICK = {"cpu": (48, (1, 8)), "cuda": (512, (64,))}
@@ -47,7 +47,7 @@ def _batch_sizes(_ctx: click.Context, _param: click.Parameter, value: str | None
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Report file (default: artifacts/bench/bench-DEVICE-TIME.json).")
 @click.option("--quick", is_flag=True, help="A few texts and batch sizes: checks the harness, not the speed.")
-@click.option("--texts", "n_texts", type=click.IntRange(1), help="Texts per case (default 1000 on CPU, 8192 on GPU).")
+@click.option("--texts", "n_texts", type=click.IntRange(1), help="Texts per case (default 512 on CPU, 8192 on GPU).")
 @click.option("--batch-sizes", callback=_batch_sizes, help="Comma-separated (default 1,8,32,128; GPU 64,256,1024).")
 @click.option("--model-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A transformers checkpoint (default: all-MiniLM-L6-v2 with a 2-class head).")
@@ -57,15 +57,20 @@ def _batch_sizes(_ctx: click.Context, _param: click.Parameter, value: str | None
               help="Threads for torch and ONNX Runtime alike (default: all cores).")
 @click.option("--seed", default=0, show_default=True, help="Which texts are drawn.")
 @click.option("--no-e2e", is_flag=True, help="Skip the Kafka -> scoring -> store case.")
+@click.option("--only", "groups", type=click.Choice(["engines", "bucketing", "e2e"]), multiple=True,
+              help="Run only these groups of cases (repeatable).")
 @click.option("--bootstrap", help="Kafka for the end-to-end case (default: the settings').")
 @click.option("--peak-tflops", type=float, help="The GPU's dense fp16 peak, where the built-in table lacks it.")
 @click.option("--case-timeout", default=1200, show_default=True, type=click.IntRange(10), help="Seconds per case.")
+@click.option("--spin", is_flag=True, help="Let idle torch/ORT threads spin (their default) instead of sleeping; "
+              "faster on an idle dedicated host, much slower on a shared one.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.pass_context
 def bench_command(ctx: click.Context, device: str, json_out: Path | None, quick: bool, n_texts: int | None,
                   batch_sizes: tuple[int, ...] | None, model_dir: Path | None, package: Path | None,
-                  threads: int | None, seed: int, no_e2e: bool, bootstrap: str | None, peak_tflops: float | None,
-                  case_timeout: int, no_progress: bool) -> None:
+                  threads: int | None, seed: int, no_e2e: bool, groups: tuple[str, ...], bootstrap: str | None,
+                  peak_tflops: float | None,
+                  case_timeout: int, spin: bool, no_progress: bool) -> None:
     """Throughput and latency: transformers pipeline vs ONNX fp32/int8 (fp16 on GPU), length
     bucketing, and the consumer end to end vs raw ONNX Runtime, on the same real texts."""
     from stream.bench.run import BenchOptions, run_bench
@@ -83,11 +88,13 @@ def bench_command(ctx: click.Context, device: str, json_out: Path | None, quick:
         threads=threads or _usable_cores(),
         seed=seed,
         e2e=not no_e2e,
+        groups=groups,
         bootstrap=bootstrap,
         config_path=Path(config_path) if config_path else None,
         peak_tflops=peak_tflops,
         case_timeout=case_timeout,
         progress=not no_progress,
+        spin=spin,
     )
     out = json_out or DEFAULT_OUT_DIR / f"bench-{device}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
     report = run_bench(options, argv=sys.argv[1:])

@@ -3,9 +3,10 @@
 Runs inside a worker process: the texts go to a fresh topic as news items first, then the real
 pipeline (`run_pipeline` with the case's scorer) drains it into a fresh chdb store until idle.
 The rate counts from the start of the poll that returned the first items to the end of the last
-offset commit, so neither the group join before it nor the idle wait after it is in the figure.
-The same scorer object first scores the items' model texts directly, in chunks of the same
-micro-batch size: that is the raw figure the end-to-end rate is compared with.
+offset commit, so neither the set-up before it (store schema, model, filling the topic) nor the
+idle wait after it is in the figure.  The same scorer object scores the items' model texts
+directly, in chunks of the same micro-batch size, once before and once after the pipeline run:
+that is the raw figure the end-to-end rate is compared with.
 """
 
 from __future__ import annotations
@@ -16,36 +17,61 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from stream.bench.cases import Case, percentiles_ms, time_calls
+from stream.bench.cases import Case, Timing, percentiles_ms, time_calls
 
 
 class Window:
-    """Wraps a source's next_batch/commit to time the busy window and each batch's turn."""
+    """Wraps a source's next_batch/commit and the scorer to time the busy window, each batch's
+    turn (poll start to commit done) and where a turn goes: poll, score, write, commit."""
 
     def __init__(self) -> None:
         self.first_poll: float | None = None
         self.last_commit: float | None = None
-        self.turns: list[float] = []  # poll start of a batch -> its commit done
-        self._batch_started = 0.0
+        self.cpu = [0.0, 0.0]  # process CPU time at the first poll and the last commit
+        self.turns: list[float] = []
+        self.stages = {"poll": 0.0, "score": 0.0, "write": 0.0, "commit": 0.0}
+        self._batch_started = self._polled = self._scored = 0.0
 
     def attach(self, source: Any) -> None:
         next_batch, commit = source.next_batch, source.commit
 
         def timed_next_batch(max_items: int, max_wait_ms: int) -> Any:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             batch = next_batch(max_items, max_wait_ms)
             if len(batch):
-                self.first_poll = self.first_poll if self.first_poll is not None else started
+                if self.first_poll is None:
+                    self.first_poll, self.cpu[0] = started, cpu
                 self._batch_started = started
+                self._polled = self._scored = time.perf_counter()
+                self.stages["poll"] += self._polled - started
             return batch
 
         def timed_commit(batch: Any) -> None:
+            started = time.perf_counter()
             commit(batch)
-            self.last_commit = time.perf_counter()
+            self.last_commit, self.cpu[1] = time.perf_counter(), time.process_time()
             self.turns.append(self.last_commit - self._batch_started)
+            self.stages["write"] += started - self._scored  # everything between scoring and commit
+            self.stages["commit"] += self.last_commit - started
 
         setattr(source, "next_batch", timed_next_batch)  # noqa: B010 (instance attribute over the method)
         setattr(source, "commit", timed_commit)  # noqa: B010
+
+    def timed_scorer(self, scorer: Any) -> Any:
+        window = self
+
+        class TimedScorer:
+            name, task, version = scorer.name, scorer.task, scorer.version
+            labels, max_length = scorer.labels, scorer.max_length
+
+            def score(self, texts: list[str]) -> Any:
+                started = time.perf_counter()
+                out = scorer.score(texts)
+                window._scored = time.perf_counter()
+                window.stages["score"] += window._scored - started
+                return out
+
+        return TimedScorer()
 
     @property
     def seconds(self) -> float:
@@ -78,7 +104,7 @@ def model_texts(payloads: list[bytes], max_bytes: int) -> list[str]:
 
 
 def run_e2e(spec: dict[str, Any], case: Case, texts: list[str]) -> dict[str, Any]:
-    from stream.bench.worker import onnx_labels, open_scorer, peak_rss_mb, result
+    from stream.bench.worker import onnx_labels, open_scorer, peak_rss_mb
     from stream.cli_run import run_pipeline
     from stream.kafka_admin import ensure_topic
     from stream.kafka_clients import admin, producer
@@ -97,8 +123,8 @@ def run_e2e(spec: dict[str, Any], case: Case, texts: list[str]) -> dict[str, Any
     inputs = model_texts(payloads, settings.kafka.max_message_bytes)
 
     scorer = open_scorer(spec, case)
-    raw = result(time_calls(onnx_labels(scorer), inputs, case.chunk, spec["warmup"]))
-    raw_labels = raw.pop("labels")
+    before = time_calls(onnx_labels(scorer), inputs, case.chunk, spec["warmup"])
+    raw_rss = peak_rss_mb()
 
     ensure_topic(settings.kafka, run_id, partitions=1)
     kafka_producer = producer(settings.kafka, batch_size=256 * 1024)
@@ -110,9 +136,15 @@ def run_e2e(spec: dict[str, Any], case: Case, texts: list[str]) -> dict[str, Any
     window = Window()
     idle_s = float(options.get("idle_s", 3.0))
     try:
-        counts = run_pipeline(settings, "kafka", scorers=[scorer], idle_exit_s=idle_s, on_source=window.attach)
+        counts = run_pipeline(settings, "kafka", scorers=[window.timed_scorer(scorer)], idle_exit_s=idle_s,
+                              on_source=window.attach)
     finally:
         _delete_topic(admin, settings, run_id)
+    # Raw again after the pipeline: the two raw passes bracket it, so a change in the host's load
+    # during the run moves both figures alike.
+    after = time_calls(onnx_labels(scorer), inputs, case.chunk, 0)
+    raw = raw_figures(before, after, raw_rss)
+    raw_labels = before.labels
     with Store(settings.store) as store:
         rows = store.rows("SELECT id, label FROM bench.scored FINAL")
     by_id = dict(rows)
@@ -125,6 +157,8 @@ def run_e2e(spec: dict[str, Any], case: Case, texts: list[str]) -> dict[str, Any
         "seconds": round(window.seconds, 4),
         "items_per_s": n / window.seconds if window.seconds > 0 else 0.0,
         "calls": len(window.turns),
+        "cpu_seconds": round(window.cpu[1] - window.cpu[0], 3),
+        "stages_s": {k: round(v, 3) for k, v in window.stages.items()},
         "latency_ms": percentiles_ms(lat),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "labels": labels,
@@ -135,6 +169,13 @@ def run_e2e(spec: dict[str, Any], case: Case, texts: list[str]) -> dict[str, Any
                      "rows_in_store": len(rows), "idle_exit_s": idle_s,
                      "same_labels_as_raw": labels == raw_labels},
     }
+
+
+def raw_figures(before: Timing, after: Timing, rss_mb: float) -> dict[str, Any]:
+    both = Timing(before.items + after.items, before.seconds + after.seconds, before.latencies + after.latencies,
+                  [], before.cpu_seconds + after.cpu_seconds)
+    return both.summary() | {"peak_rss_mb": round(rss_mb, 1), "passes_items_per_s": [
+        round(t.items / t.seconds, 2) if t.seconds > 0 else 0.0 for t in (before, after)]}
 
 
 def _delete_topic(admin: Any, settings: Any, topic: str) -> None:

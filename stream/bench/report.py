@@ -14,20 +14,21 @@ from stream.bench.cases import Case
 
 
 def _best(results: dict[str, dict[str, Any]], cases: Sequence[Case], engine: str,
-          variant: str) -> dict[str, Any] | None:
+          variant: str, key: str = "items_per_s") -> dict[str, Any] | None:
     found = [results[c.name] for c in cases
-             if c.group == "engines" and c.engine == engine and c.variant == variant and ok(results.get(c.name))]
-    return max(found, key=lambda r: r["items_per_s"]) if found else None
+             if c.group == "engines" and c.engine == engine and c.variant == variant and ok(results.get(c.name))
+             and results[c.name].get(key)]
+    return max(found, key=lambda r: r[key]) if found else None
 
 
 def ok(result: dict[str, Any] | None) -> bool:
     return result is not None and "error" not in result and result.get("items_per_s", 0) > 0
 
 
-def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
-    if not a or not b or not b.get("items_per_s"):
+def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str = "items_per_s") -> float | None:
+    if not a or not b or not a.get(key) or not b.get(key):
         return None
-    return round(a["items_per_s"] / b["items_per_s"], 3)
+    return round(a[key] / b[key], 3)
 
 
 def ratios(cases: Sequence[Case], results: dict[str, dict[str, Any]], device: str,
@@ -52,6 +53,15 @@ def ratios(cases: Sequence[Case], results: dict[str, dict[str, Any]], device: st
             by_batch.setdefault(f"{case.variant}_vs_torch", {})[str(case.batch_size)] = (
                 _ratio(mine, ref) if ok(mine) and ok(ref) else None)
     out["by_batch"] = by_batch
+    # The same, per CPU-second the case's process used: what the engines cost, whatever else the host
+    # was running (wall-clock figures on a shared host also measure the neighbours).
+    cpu = "items_per_cpu_s"
+    out["per_cpu_second"] = {
+        f"{reduced}_vs_torch": _ratio(_best(results, cases, "onnx", reduced, cpu),
+                                      _best(results, cases, "torch", torch_variant, cpu), cpu),
+        "fp32_vs_torch": _ratio(_best(results, cases, "onnx", "fp32", cpu),
+                                _best(results, cases, "torch", torch_variant, cpu), cpu),
+    }
     on = next((results.get(c.name) for c in cases if c.group == "bucketing" and c.bucketing), None)
     off = next((results.get(c.name) for c in cases if c.group == "bucketing" and not c.bucketing), None)
     out["bucketing_gain"] = _ratio(on, off) if ok(on) and ok(off) else None
@@ -69,17 +79,16 @@ def agreement(cases: Sequence[Case], results: dict[str, dict[str, Any]]) -> None
     """Each case's share of labels equal to the torch pipeline's (same batch size where there is one)."""
     torch_cases = [c for c in cases if c.engine == "torch" and ok(results.get(c.name))]
     for case in cases:
-        res = results.get(case.name)
-        if not ok(res) or case.engine == "torch" or not torch_cases:
+        if not ok(results.get(case.name)) or case.engine == "torch" or not torch_cases:
             continue
+        res = results[case.name]
         ref_case = next((c for c in torch_cases if c.batch_size == case.batch_size), torch_cases[0])
         ref = results[ref_case.name]["labels"]
-        mine = res["labels"]  # type: ignore[index]
-        same = sum(a == b for a, b in zip(mine, ref, strict=False))
-        res["label_agreement_vs_torch"] = round(same / max(len(ref), 1), 4)  # type: ignore[index]
+        same = sum(a == b for a, b in zip(res["labels"], ref, strict=False))
+        res["label_agreement_vs_torch"] = round(same / max(len(ref), 1), 4)
 
 
-def host_info(device: str, threads: int) -> dict[str, Any]:
+def host_info(device: str, threads: int, spin: bool) -> dict[str, Any]:
     return {
         "cpu_model": _cpu_model(),
         "cores": os.cpu_count(),
@@ -90,7 +99,8 @@ def host_info(device: str, threads: int) -> dict[str, Any]:
         "versions": {name: _version(name) for name in ("onnxruntime-gpu", "onnxruntime", "torch", "transformers",
                                                         "tokenizers", "kafka-python", "chdb")},
         "threads": {"torch_intra_op": threads, "ort_intra_op": threads, "inter_op": 1, "tokenizers_rayon": threads,
-                    "note": "torch and ONNX Runtime get the same thread count"},
+                    "idle_threads": "spin" if spin else "sleep (OMP_WAIT_POLICY=PASSIVE, ORT allow_spinning=0)",
+                    "note": "torch and ONNX Runtime get the same thread count and wait policy"},
         "gpu": gpu.gpu_name() if device == "cuda" else None,
         "rss_method": "ru_maxrss of each case's own process (one process per case)",
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -124,23 +134,27 @@ def _memory_gb() -> float | None:
 
 
 def table(cases: Sequence[Case], results: dict[str, dict[str, Any]]) -> str:
-    header = ["case", "items/s", "p50 ms", "p99 ms", "RSS MB", "vs torch", "pad eff", "runs on"]
+    header = ["case", "items/s", "/cpu-s", "p50 ms", "p99 ms", "RSS MB", "vs torch", "pad eff", "runs on"]
     rows = [header]
     for case in cases:
         r = results.get(case.name) or {}
         if "error" in r or not r:
-            rows.append([case.name, "failed", "", "", "", "", "", str(r.get("error", "not run"))[:60]])
+            rows.append([case.name, "failed", "", "", "", "", "", "", str(r.get("error", "not run"))[:60]])
             continue
         lat = r["latency_ms"]
         agree = r.get("label_agreement_vs_torch")
         eff = r.get("padding_efficiency")
-        rows.append([case.name, f"{r['items_per_s']:.1f}", f"{lat['p50']:.1f}", f"{lat['p99']:.1f}",
+        per_cpu = r.get("items_per_cpu_s")
+        rows.append([case.name, f"{r['items_per_s']:.1f}", "" if per_cpu is None else f"{per_cpu:.1f}",
+                     f"{lat['p50']:.1f}", f"{lat['p99']:.1f}",
                      f"{r['peak_rss_mb']:.0f}", "" if agree is None else f"{agree:.1%}",
                      "" if eff is None else f"{eff:.0%}", str(r.get("provider", ""))])
         raw = r.get("raw_onnx")
         if raw:
             rlat = raw["latency_ms"]
-            rows.append(["  raw onnx, same scorer", f"{raw['items_per_s']:.1f}", f"{rlat['p50']:.1f}",
+            raw_cpu = raw["items"] / raw["cpu_seconds"] if raw.get("cpu_seconds") else None
+            rows.append(["  raw onnx, same scorer", f"{raw['items_per_s']:.1f}",
+                         "" if raw_cpu is None else f"{raw_cpu:.1f}", f"{rlat['p50']:.1f}",
                          f"{rlat['p99']:.1f}", f"{raw['peak_rss_mb']:.0f}", "", "", ""])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i == 0 or i == len(header) - 1 else cell.rjust(w)
@@ -150,4 +164,4 @@ def table(cases: Sequence[Case], results: dict[str, dict[str, Any]]) -> str:
 
 
 def ratio_lines(values: dict[str, Any]) -> str:
-    return "  ".join(f"{k}={v}" for k, v in values.items() if k != "by_batch")
+    return "  ".join(f"{k}={v}" for k, v in values.items() if not isinstance(v, dict))

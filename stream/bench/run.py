@@ -35,15 +35,18 @@ class BenchOptions:
     threads: int
     seed: int = 0
     e2e: bool = True
+    groups: tuple[str, ...] = ()  # empty: all
     bootstrap: str | None = None
     config_path: Path | None = None
     peak_tflops: float | None = None
     case_timeout: int = 1200
     progress: bool = True
+    spin: bool = False  # let idle threads spin (the libraries' default) instead of sleeping
 
     @property
     def warmup(self) -> int:
-        return 1 if self.quick else 2
+        """Texts each case scores untimed first (rounded up to whole calls)."""
+        return 8 if self.quick else 32
 
 
 def run_bench(options: BenchOptions, argv: list[str] | None = None) -> dict[str, Any]:
@@ -54,10 +57,11 @@ def run_bench(options: BenchOptions, argv: list[str] | None = None) -> dict[str,
             raise ModelError("--device cuda: onnxruntime has no CUDA provider or no GPU is visible",
                              hint="install onnxruntime-gpu on a host with an NVIDIA driver, or use --device cpu")
     reduced = "fp16" if options.device == "cuda" else "int8"
-    host = host_info(options.device, options.threads)
+    host = host_info(options.device, options.threads, options.spin)
     texts = bench_texts(options.n_texts, options.seed)
     subjects = prepare(options.model_dir, options.package, ("fp32", reduced), progress=options.progress)
     cases = plan(options.device, options.batch_sizes, torch_cases=subjects.checkpoint is not None, e2e=options.e2e)
+    cases = [c for c in cases if not options.groups or c.group in options.groups]
 
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="yuqing-bench-") as tmp:
@@ -65,7 +69,7 @@ def run_bench(options: BenchOptions, argv: list[str] | None = None) -> dict[str,
         texts_path = workdir / "texts.json"
         texts_path.write_text(json.dumps(texts.texts, ensure_ascii=False), encoding="utf-8")
         common = _common_spec(options, subjects, texts_path, workdir)
-        env = worker_env(options.threads)
+        env = worker_env(options.threads, options.spin)
         bar = tqdm(cases, desc="bench", unit="case", disable=not options.progress)
         for index, case in enumerate(bar):
             bar.set_postfix_str(case.name)
@@ -83,6 +87,11 @@ def run_bench(options: BenchOptions, argv: list[str] | None = None) -> dict[str,
     shape = _shape(subjects)
     flops = gpu.flops_per_sequence(shape, token_counts) if shape else 0.0
     peak = options.peak_tflops or (gpu.peak_tflops(host["gpu"]) if host["gpu"] else None)
+    for r in results.values():
+        if ok(r):
+            r["items_per_cpu_s"] = round(r["items"] / r["cpu_seconds"], 2) if r.get("cpu_seconds") else None
+            if options.device == "cuda" and flops:
+                r["achieved_tflops"] = round(flops * r["items_per_s"] / 1e12, 3)
     headline = ratios(cases, results, options.device, flops, peak)
     report: dict[str, Any] = {
         "command": "yuqing bench " + " ".join(argv or []),
@@ -113,6 +122,7 @@ def _common_spec(options: BenchOptions, subjects: Subjects, texts_path: Path, wo
     return {
         "device": options.device,
         "threads": options.threads,
+        "spin": options.spin,
         "warmup": options.warmup,
         "texts_path": str(texts_path),
         "checkpoint": str(subjects.checkpoint) if subjects.checkpoint else None,
@@ -154,13 +164,17 @@ def run_worker(spec: dict[str, Any], workdir: Path, index: int, env: dict[str, s
     return result
 
 
-def worker_env(threads: int) -> dict[str, str]:
-    """The same thread count for every library a case uses; offline model loading only."""
+def worker_env(threads: int, spin: bool) -> dict[str, str]:
+    """The same thread count and wait policy for every library a case uses; offline models only."""
     env = dict(os.environ)
     env.update(
         OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), RAYON_RS_NUM_CPUS=str(threads),
         TOKENIZERS_PARALLELISM="true", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1",
     )
+    if not spin:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"  # torch's OpenMP threads sleep when idle, as ORT's do
+    else:
+        env.pop("OMP_WAIT_POLICY", None)
     repo = str(Path(__file__).resolve().parents[2])  # the worker imports this checkout's packages
     env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH", "")) if p)
     return env

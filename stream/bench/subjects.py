@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,7 +150,9 @@ def _add_variants(subjects: Subjects, variants: tuple[str, ...], root: Path) -> 
 def _convert(variant: str, fp32: Path, target: Path) -> None:
     from export import onnx_export
 
-    convert = {"int8": onnx_export.quantize_int8, "fp16": onnx_export.convert_fp16}.get(variant)
+    converters: dict[str, Callable[[Path, Path], object]] = {
+        "int8": onnx_export.quantize_int8, "fp16": onnx_export.convert_fp16}
+    convert = converters.get(variant)
     if convert is None:
         raise ModelError(f"the package has no usable {variant} variant")
     target.parent.mkdir(parents=True, exist_ok=True)

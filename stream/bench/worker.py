@@ -19,7 +19,16 @@ from stream.bench.cases import Case, Timing, time_calls
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """This process's peak resident set.  VmHWM, not ru_maxrss: Linux carries ru_maxrss over
+    exec, so a worker would report its (larger) parent's peak."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def open_scorer(spec: dict[str, Any], case: Case) -> Any:
@@ -33,9 +42,10 @@ def open_scorer(spec: dict[str, Any], case: Case) -> Any:
     if spec["origin"] == "package":
         return OnnxScorer.open(package, device=spec["device"], variant=case.variant,
                                intra_op_threads=spec["threads"], allow_unchecked=True, bucketing=case.bucketing,
-                               batch_size=case.batch_size, token_budget=budget)
+                               batch_size=case.batch_size, token_budget=budget, spin=spec["spin"])
     manifest = read_manifest(package)
-    session, provider = create_session(Path(spec["variant_file"]), spec["device"], spec["threads"])
+    session, provider = create_session(Path(spec["variant_file"]), spec["device"], spec["threads"],
+                                       spin=spec["spin"])
     tokenizer = load_tokenizer(package / "tokenizer.json", manifest.max_length)
     return OnnxScorer(manifest, session, tokenizer, variant=case.variant, provider=provider,
                       bucketing=case.bucketing, batch_size=case.batch_size, token_budget=budget)

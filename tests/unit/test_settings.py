@@ -37,7 +37,7 @@ def test_env_lists_split_on_commas(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_unknown_key_is_a_config_error(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text("[kafka]\nbootstrap = 'x'\n")
-    with pytest.raises(ConfigError, match="unknown setting 'kafka.bootstrap'"):
+    with pytest.raises(ConfigError, match=r"unknown setting 'kafka\.bootstrap'"):
         load_settings(cfg)
 
 

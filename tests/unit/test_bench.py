@@ -1,0 +1,180 @@
+"""`yuqing bench`: the case plan, the arithmetic, the timers, and one quick run of the harness on a
+tiny random model (a report that is well formed, not a speed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from export.testing import save_tiny_classifier
+from stream.bench import gpu
+from stream.bench.cases import plan, time_calls
+from stream.bench.corpus import MIX, bench_texts
+from stream.bench.e2e import Window
+from stream.bench.report import ratios
+from stream.cli import cli
+
+MINILM = {"hidden_size": 384, "num_hidden_layers": 6, "intermediate_size": 1536,
+          "id2label": {"0": "negative", "1": "positive"}}
+
+
+def test_cpu_plan_covers_engines_bucketing_and_e2e() -> None:
+    cases = plan("cpu", (1, 8, 32, 128), torch_cases=True, e2e=True)
+    engines = [c for c in cases if c.group == "engines"]
+    assert {(c.engine, c.variant) for c in engines} == {("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8")}
+    assert sorted({c.batch_size for c in engines}) == [1, 8, 32, 128]
+    assert all(c.chunk == c.batch_size for c in engines)  # one model run per call, as the pipeline does
+    on, off = (c for c in cases if c.group == "bucketing")
+    assert (on.bucketing, off.bucketing) == (True, False)
+    assert on.variant == off.variant == "int8" and on.batch_size == off.batch_size == 32
+    assert on.chunk == off.chunk == 256 and on.chunk > on.batch_size  # bucketing needs several sub-batches
+    (e2e,) = (c for c in cases if c.group == "e2e")
+    assert e2e.variant == "int8" and e2e.chunk == 256
+    assert len({c.name for c in cases}) == len(cases)
+
+
+def test_gpu_plan_uses_fp16_and_no_torch_without_checkpoint() -> None:
+    cases = plan("cuda", (64, 256, 1024), torch_cases=False, e2e=False)
+    assert not any(c.engine in ("torch", "e2e") for c in cases)
+    assert {c.variant for c in cases if c.group == "engines"} == {"fp32", "fp16"}
+    bucketing = [c for c in cases if c.group == "bucketing"]
+    assert all(c.variant == "fp16" and c.chunk >= 8 * c.batch_size for c in bucketing)
+
+
+def test_flops_per_sequence_and_peak() -> None:
+    shape = gpu.encoder_shape(MINILM)
+    assert shape == {"hidden": 384, "layers": 6, "ffn": 1536, "labels": 2}
+    params = gpu.nonembedding_params(shape)
+    assert 10.7e6 < params < 11.0e6  # all-MiniLM-L6-v2: 6 x 1.77M per layer + pooler + head
+    one = gpu.flops_per_sequence(shape, [128])
+    assert one == 2 * params * 128 + 4 * 6 * 128 * 128 * 384
+    assert gpu.flops_per_sequence(shape, [64, 192]) > gpu.flops_per_sequence(shape, [128, 128])  # seq² term
+    assert gpu.peak_tflops("NVIDIA H200") == 989.0
+    assert gpu.peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert gpu.peak_tflops("Some Future GPU") is None
+    assert gpu.fraction_of_peak(1e9, 1e5, 100.0) == pytest.approx(1e14 / 1e14)
+    assert gpu.fraction_of_peak(1e9, 1e5, None) is None
+
+
+def test_bench_texts_are_mixed_and_reproducible() -> None:
+    first = bench_texts(40, seed=3)
+    assert first.texts == bench_texts(40, seed=3).texts
+    assert first.texts != bench_texts(40, seed=4).texts
+    counts = first.describe()["by_source"]
+    assert counts == {name: round(40 * share) for name, share in MIX}
+    assert any("\u4e00" <= ch <= "\u9fff" for t in first.texts for ch in t)  # Chinese present
+    lengths = sorted(len(t) for t in first.texts)
+    assert lengths[-1] > 10 * lengths[len(lengths) // 2] // 2  # long reviews among short sentences
+
+
+def test_time_calls_times_every_chunk_after_warmup() -> None:
+    calls: list[int] = []
+
+    def score(texts: list[str]) -> list[str]:
+        calls.append(len(texts))
+        return [t.upper() for t in texts]
+
+    timing = time_calls(score, [f"t{i}" for i in range(10)], chunk=4, warmup=5)
+    assert calls == [4, 4, 4, 4, 2]  # two warm-up calls (5 texts round up), then 4 + 4 + 2
+    assert timing.labels == [f"T{i}" for i in range(10)]
+    summary = timing.summary()
+    assert summary["items"] == 10 and summary["calls"] == 3 and summary["items_per_s"] > 0
+    assert summary["latency_ms"]["p50"] <= summary["latency_ms"]["p99"]
+
+
+def test_ratios_compare_best_batch_sizes_bucketing_and_e2e() -> None:
+    cases = plan("cpu", (1, 8), torch_cases=True, e2e=True)
+
+    def r(per_s: float, **extra: Any) -> dict[str, Any]:
+        return {"items": 100, "items_per_s": per_s, "items_per_cpu_s": per_s / 2, **extra}
+
+    results = {
+        "torch-fp32 b1": r(10), "torch-fp32 b8": r(20),
+        "onnx-fp32 b1": r(30), "onnx-fp32 b8": r(25),
+        "onnx-int8 b1": r(90), "onnx-int8 b8": r(40),
+        "bucketing-on b8": r(60), "bucketing-off b8": r(40),
+        "e2e b256": r(45, raw_onnx={"items_per_s": 50}),
+    }
+    out = ratios(cases, results, "cpu", 0.0, None)
+    assert out["int8_vs_torch"] == 4.5  # 90 at b1 over torch's best, 20 at b8
+    assert out["by_batch"]["int8_vs_torch"] == {"1": 9.0, "8": 2.0}
+    assert out["bucketing_gain"] == 1.5 and out["e2e_vs_raw_onnx"] == 0.9
+    assert out["per_cpu_second"]["int8_vs_torch"] == 4.5
+    results["onnx-int8 b1"] = {"error": "boom"}
+    assert ratios(cases, results, "cpu", 0.0, None)["int8_vs_torch"] == 2.0
+
+
+class _Batch:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class _Source:
+    """A source whose batches are plain counts: the timer's bookkeeping, not Kafka, is under test."""
+
+    def __init__(self, sizes: list[int]) -> None:
+        self.sizes = sizes
+        self.committed: list[int] = []
+
+    def next_batch(self, max_items: int, max_wait_ms: int) -> _Batch:
+        return _Batch(self.sizes.pop(0) if self.sizes else 0)
+
+    def commit(self, batch: _Batch) -> None:
+        self.committed.append(len(batch))
+
+
+def test_window_times_from_first_items_to_last_commit() -> None:
+    source = _Source([0, 3, 2, 0])
+    window = Window()
+    window.attach(source)
+    assert window.seconds == 0.0
+    assert len(source.next_batch(10, 0)) == 0 and window.first_poll is None  # empty polls do not start it
+    for _ in range(2):
+        batch = source.next_batch(10, 0)
+        source.commit(batch)
+    assert source.committed == [3, 2]
+    assert len(window.turns) == 2 and window.seconds > 0
+    assert window.first_poll is not None and window.last_commit is not None
+    assert window.first_poll < window.last_commit
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_classifier(tmp_path_factory.mktemp("bench") / "ckpt", labels=("negative", "positive"))
+
+
+def test_quick_bench_writes_a_well_formed_report(tiny_checkpoint: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("YUQING_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(cli, ["bench", "--quick", "--model-dir", str(tiny_checkpoint), "--batch-sizes", "4",
+                                      "--no-e2e", "--threads", "1", "--json", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "int8_vs_torch=" in result.output and "bucketing-off b4" in result.output
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert {"command", "device", "texts", "subjects", "host", "ratios", "cases", "targets", "table"} <= set(report)
+    assert report["texts"]["n"] == 48 and report["texts"]["tokens_mean"] > 0
+    assert report["host"]["threads"]["torch_intra_op"] == report["host"]["threads"]["ort_intra_op"] == 1
+    assert report["subjects"]["variants"]["int8"]["origin"] == "built by bench"
+    names = [c["name"] for c in report["cases"]]
+    assert names == ["torch-fp32 b4", "onnx-fp32 b4", "onnx-int8 b4", "bucketing-on b4", "bucketing-off b4"]
+    for case in report["cases"]:
+        assert "error" not in case, case
+        assert case["items"] == 48 and case["items_per_s"] > 0 and case["peak_rss_mb"] > 0
+        assert 0 < case["latency_ms"]["p50"] <= case["latency_ms"]["p99"]
+        assert "labels" not in case
+    onnx = [c for c in report["cases"] if c["engine"] == "onnx"]
+    assert all(0.0 <= c["label_agreement_vs_torch"] <= 1.0 and 0 < c["padding_efficiency"] <= 1 for c in onnx)
+    on, off = onnx[-2:]
+    assert on["padding_efficiency"] > off["padding_efficiency"]  # sorting by length pads less
+    ratios_ = report["ratios"]
+    assert ratios_["int8_vs_torch"] > 0 and ratios_["fp32_vs_torch"] > 0 and ratios_["bucketing_gain"] > 0
+    assert ratios_["e2e_vs_raw_onnx"] is None  # --no-e2e
+    assert report["targets"]["bucketing_gain"]["target"] == 1.3
