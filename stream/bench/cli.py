@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OUT_DIR = Path("artifacts/bench")
 DEFAULTS = {  # device -> (texts, batch sizes); --quick -> the same, small
-    "cpu": (512, (1, 8, 32, 128)),
+    "cpu": (256, (1, 8, 32, 128)),
     "cuda": (8192, (64, 256, 1024)),
 }
 QUICK = {"cpu": (48, (1, 8)), "cuda": (512, (64,))}
@@ -47,7 +47,7 @@ def _batch_sizes(_ctx: click.Context, _param: click.Parameter, value: str | None
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Report file (default: artifacts/bench/bench-DEVICE-TIME.json).")
 @click.option("--quick", is_flag=True, help="A few texts and batch sizes: checks the harness, not the speed.")
-@click.option("--texts", "n_texts", type=click.IntRange(1), help="Texts per case (default 512 on CPU, 8192 on GPU).")
+@click.option("--texts", "n_texts", type=click.IntRange(1), help="Texts per case (default 256 on CPU, 8192 on GPU).")
 @click.option("--batch-sizes", callback=_batch_sizes, help="Comma-separated (default 1,8,32,128; GPU 64,256,1024).")
 @click.option("--model-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A transformers checkpoint (default: all-MiniLM-L6-v2 with a 2-class head).")

@@ -14,8 +14,9 @@ from typing import Any
 from tqdm import tqdm
 
 from stream.bench import gpu
-from stream.bench.cases import Case, plan
+from stream.bench.cases import DEFAULT_MICRO_BATCH, Case, plan
 from stream.bench.corpus import bench_texts
+from stream.bench.e2e import e2e_repeat
 from stream.bench.report import agreement, host_info, ok, ratios, table
 from stream.bench.subjects import Subjects, prepare
 from stream.errors import ModelError
@@ -47,6 +48,11 @@ class BenchOptions:
     def warmup(self) -> int:
         """Texts each case scores untimed first (rounded up to whole calls)."""
         return 8 if self.quick else 32
+
+    @property
+    def passes(self) -> int:
+        """Timed passes over the texts per case; the fastest counts."""
+        return 1 if self.quick else 2
 
 
 def run_bench(options: BenchOptions, argv: list[str] | None = None) -> dict[str, Any]:
@@ -124,13 +130,15 @@ def _common_spec(options: BenchOptions, subjects: Subjects, texts_path: Path, wo
         "threads": options.threads,
         "spin": options.spin,
         "warmup": options.warmup,
+        "passes": options.passes,
         "texts_path": str(texts_path),
         "checkpoint": str(subjects.checkpoint) if subjects.checkpoint else None,
         "package": str(subjects.package),
         "max_length": read_manifest(subjects.package).max_length,
         "e2e": {"bootstrap": options.bootstrap,
                 "config_path": str(options.config_path) if options.config_path else None,
-                "store_dir": str(workdir / "store"), "idle_s": 1.5 if options.quick else 3.0},
+                "store_dir": str(workdir / "store"), "idle_s": 1.5 if options.quick else 3.0,
+                "repeat": 1 if options.quick else e2e_repeat(options.n_texts, DEFAULT_MICRO_BATCH)},
     }
 
 

@@ -74,7 +74,7 @@ def padding(scorer: Any, texts: list[str], case: Case) -> dict[str, Any]:
 
 def run_onnx(spec: dict[str, Any], case: Case, texts: list[str]) -> dict[str, Any]:
     scorer = open_scorer(spec, case)
-    timing = time_calls(onnx_labels(scorer), texts, case.chunk, spec["warmup"])
+    timing = time_calls(onnx_labels(scorer), texts, case.chunk, spec["warmup"], spec["passes"])
     return result(timing) | {"provider": scorer.provider} | padding(scorer, texts, case)
 
 
@@ -93,7 +93,7 @@ def run_torch(spec: dict[str, Any], case: Case, texts: list[str]) -> dict[str, A
     def score(part: list[str]) -> list[str]:
         return [r["label"] for r in pipe(part, **options)]
 
-    timing = time_calls(score, texts, case.chunk, spec["warmup"])
+    timing = time_calls(score, texts, case.chunk, spec["warmup"], spec["passes"])
     return result(timing) | {"provider": f"torch {torch.__version__} {spec['device']}",
                              "torch_threads": torch.get_num_threads()}
 

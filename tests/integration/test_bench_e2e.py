@@ -32,7 +32,7 @@ def test_e2e_case_drains_the_topic_into_the_store(kafka_bootstrap: str, tmp_path
     assert pipeline["dead_lettered"] == 0 and pipeline["same_labels_as_raw"]
     assert case["items_per_s"] > 0 and case["raw_onnx"]["items_per_s"] > 0
     assert case["raw_onnx"]["items"] == 2 * n  # the raw passes before and after the pipeline
-    assert set(case["stages_s"]) == {"poll", "score", "write", "commit"}
-    assert case["stages_s"]["score"] > 0
+    assert set(case["stages_s"]) == set(case["stages_cpu_s"]) == {"poll", "prepare", "score", "write", "commit"}
+    assert case["stages_s"]["score"] > 0 and sum(case["stages_s"].values()) == pytest.approx(case["seconds"], abs=0.01)
     assert report["ratios"]["e2e_vs_raw_onnx"] > 0
     assert report["ratios"]["int8_vs_torch"] is None  # only the e2e group ran

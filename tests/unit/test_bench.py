@@ -14,7 +14,7 @@ from export.testing import save_tiny_classifier
 from stream.bench import gpu
 from stream.bench.cases import plan, time_calls
 from stream.bench.corpus import MIX, bench_texts
-from stream.bench.e2e import Window
+from stream.bench.e2e import Window, e2e_repeat
 from stream.bench.report import ratios
 from stream.cli import cli
 
@@ -84,6 +84,16 @@ def test_time_calls_times_every_chunk_after_warmup() -> None:
     summary = timing.summary()
     assert summary["items"] == 10 and summary["calls"] == 3 and summary["items_per_s"] > 0
     assert summary["latency_ms"]["p50"] <= summary["latency_ms"]["p99"]
+
+    calls.clear()
+    best = time_calls(score, [f"t{i}" for i in range(10)], chunk=4, warmup=0, passes=2)
+    assert calls == [4] + [4, 4, 2] * 2  # one warm-up call, then two timed passes
+    rates = best.summary()["passes_items_per_s"]
+    assert len(rates) == 2 and best.summary()["items_per_s"] == pytest.approx(max(rates), rel=0.01)
+
+
+def test_e2e_sends_at_least_two_micro_batches() -> None:
+    assert e2e_repeat(256, 256) == 2 and e2e_repeat(512, 256) == 1 and e2e_repeat(100, 256) == 6
 
 
 def test_ratios_compare_best_batch_sizes_bucketing_and_e2e() -> None:
@@ -162,7 +172,7 @@ def test_quick_bench_writes_a_well_formed_report(tiny_checkpoint: Path, tmp_path
     assert {"command", "device", "texts", "subjects", "host", "ratios", "cases", "targets", "table"} <= set(report)
     assert report["texts"]["n"] == 48 and report["texts"]["tokens_mean"] > 0
     assert report["host"]["threads"]["torch_intra_op"] == report["host"]["threads"]["ort_intra_op"] == 1
-    assert report["subjects"]["variants"]["int8"]["origin"] == "built by bench"
+    assert report["subjects"]["variants"]["int8"]["origin"] == "built by bench (not gated)"
     names = [c["name"] for c in report["cases"]]
     assert names == ["torch-fp32 b4", "onnx-fp32 b4", "onnx-int8 b4", "bucketing-on b4", "bucketing-off b4"]
     for case in report["cases"]:

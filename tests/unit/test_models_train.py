@@ -130,7 +130,8 @@ def test_train_then_evaluate(
     assert {"precision", "recall", "f1-score", "support"} <= set(per_class["positive"])
     assert report["test_accuracy"] >= 0.9, report["epochs"]
     calibration = report["test"]["calibration"]
-    assert 0 <= calibration["ece"] <= 1 and sum(b["count"] for b in calibration["bins"]) == report["split_sizes"]["test"]
+    assert 0 <= calibration["ece"] <= 1
+    assert sum(b["count"] for b in calibration["bins"]) == report["split_sizes"]["test"]
     assert {"torch", "transformers", "scikit-learn"} <= set(report["versions"])
     assert report["duration_seconds"] > 0
 
