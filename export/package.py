@@ -172,7 +172,7 @@ def _gate(variant: str, result: dict[str, Any], graph: dict[str, Any]) -> None:
         note = "" if variant != "fp32" or graph.get("optimized") else f" (graph: {graph.get('reason', 'plain')})"
         raise ParityError(
             f"the {variant} ONNX variant failed the parity gate: {result['reason']}{note}",
-            hint="no package was written",
+            hint="no package was written" + ("" if variant == "fp32" else f"; without --{variant} the others ship"),
         )
 
 

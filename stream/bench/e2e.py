@@ -128,8 +128,7 @@ def run_e2e(spec: dict[str, Any], case: Case, texts: list[str]) -> dict[str, Any
         "store": {"dsn": f"chdb://{options['store_dir']}", "database": "bench"},
         "batch": {"max_items": case.chunk},
     })
-    # The texts, repeated until they fill two micro-batches: one batch alone would make the
-    # first poll a large share of the window.
+    # The texts, repeated until they fill a few micro-batches (see e2e_repeat).
     items = texts * max(1, int(options.get("repeat", 1)))
     payloads = news_payloads(items, run_id)
     inputs = model_texts(payloads, settings.kafka.max_message_bytes)
@@ -191,9 +190,14 @@ def raw_figures(before: Timing, after: Timing, rss_mb: float) -> dict[str, Any]:
         round(t.items / t.seconds, 2) if t.seconds > 0 else 0.0 for t in (before, after)]}
 
 
+E2E_MICRO_BATCHES = 4
+
+
 def e2e_repeat(n_texts: int, micro_batch: int) -> int:
-    """How often the e2e case sends the texts so that they fill at least two micro-batches."""
-    return max(1, -(-2 * micro_batch // max(n_texts, 1)))
+    """How often the e2e case sends the texts so that they fill at least E2E_MICRO_BATCHES
+    micro-batches: a consumer runs for hours, so its one-time costs (joining the group, the first
+    fetch) should not weigh as if it ran for one batch."""
+    return max(1, -(-E2E_MICRO_BATCHES * micro_batch // max(n_texts, 1)))
 
 
 def _delete_topic(admin: Any, settings: Any, topic: str) -> None:

@@ -65,8 +65,19 @@ def ratios(cases: Sequence[Case], results: dict[str, dict[str, Any]], device: st
     on = next((results.get(c.name) for c in cases if c.group == "bucketing" and c.bucketing), None)
     off = next((results.get(c.name) for c in cases if c.group == "bucketing" and not c.bucketing), None)
     out["bucketing_gain"] = _ratio(on, off) if ok(on) and ok(off) else None
+    # The scorer as the consumer runs it (bucketing on, micro-batch calls) against the pipeline at
+    # the same batch size: the two levers together.
+    bucket_case = next((c for c in cases if c.group == "bucketing" and c.bucketing), None)
+    same = next((c for c in cases if bucket_case and c.engine == "torch" and c.batch_size == bucket_case.batch_size),
+                None)
+    ref = results.get(same.name) if same else None
+    out["scorer_vs_torch"] = _ratio(on, ref) if ok(on) and ok(ref) else None
     e2e = next((results.get(c.name) for c in cases if c.group == "e2e"), None)
     out["e2e_vs_raw_onnx"] = _ratio(e2e, e2e.get("raw_onnx")) if ok(e2e) and e2e else None
+    if ok(e2e) and e2e and e2e.get("cpu_seconds") and e2e["raw_onnx"].get("cpu_seconds"):
+        raw = e2e["raw_onnx"]
+        out["per_cpu_second"]["e2e_vs_raw_onnx"] = round(
+            (e2e["items"] / e2e["cpu_seconds"]) / (raw["items"] / raw["cpu_seconds"]), 3)
     if device == "cuda":
         best = _best(results, cases, "onnx", "fp16")
         out["fraction_of_peak"] = (
@@ -102,7 +113,7 @@ def host_info(device: str, threads: int, spin: bool) -> dict[str, Any]:
                     "idle_threads": "spin" if spin else "sleep (OMP_WAIT_POLICY=PASSIVE, ORT allow_spinning=0)",
                     "note": "torch and ONNX Runtime get the same thread count and wait policy"},
         "gpu": gpu.gpu_name() if device == "cuda" else None,
-        "rss_method": "ru_maxrss of each case's own process (one process per case)",
+        "rss_method": "peak resident set (VmHWM) of each case's own process, one process per case",
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
 
@@ -164,4 +175,6 @@ def table(cases: Sequence[Case], results: dict[str, dict[str, Any]]) -> str:
 
 
 def ratio_lines(values: dict[str, Any]) -> str:
-    return "  ".join(f"{k}={v}" for k, v in values.items() if not isinstance(v, dict))
+    wall = "  ".join(f"{k}={v}" for k, v in values.items() if not isinstance(v, dict))
+    cpu = "  ".join(f"{k}={v}" for k, v in (values.get("per_cpu_second") or {}).items())
+    return f"{wall}\nper CPU-second: {cpu}" if cpu else wall

@@ -18,12 +18,12 @@ def test_pipeline_comparison_and_bucketing_gain(tmp_path: Path) -> None:
     build_package(ExportOptions(ckpt, package, int8=True, progress=False))
     texts = [text * (1 + i % 4) for i, (text, _) in enumerate(BUILTIN)]
 
-    result = compare_throughput(package, ckpt, texts, variant="fp32", threads=1, batch_size=8, warmup=4)
+    result = compare_throughput(package, ckpt, texts, variant="fp32", threads=1, batch_size=8, warmup=4, repeats=2)
     assert result.n_texts == len(texts) and result.variant == "fp32" and result.threads == 1
     assert result.onnx_texts_per_s > 0 and result.pipeline_texts_per_s > 0
     assert result.ratio == pytest.approx(result.onnx_texts_per_s / result.pipeline_texts_per_s)
     assert result.label_agreement == 1.0  # same weights, same truncation: the same labels
     assert result.truncated > 0
 
-    gain = compare_bucketing(package, texts, variant="fp32", threads=1, batch_size=8)
+    gain = compare_bucketing(package, texts, variant="fp32", threads=1, batch_size=8, repeats=2)
     assert gain.variant == "fp32" and gain.label_agreement == 1.0 and gain.speedup > 0
