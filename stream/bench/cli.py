@@ -13,10 +13,10 @@ import datetime as dt
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from stream.errors import YuqingError
 
@@ -97,7 +97,7 @@ def bench_command(ctx: click.Context, device: str, json_out: Path | None, quick:
         spin=spin,
     )
     out = json_out or DEFAULT_OUT_DIR / f"bench-{device}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-    report = run_bench(options, argv=sys.argv[1:])
+    report = run_bench(options, command=command_line(ctx))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     from stream.bench.report import ratio_lines
@@ -108,6 +108,25 @@ def bench_command(ctx: click.Context, device: str, json_out: Path | None, quick:
     failed = [c["name"] for c in report["cases"] if "error" in c]
     if failed:
         raise YuqingError(f"{len(failed)} bench case(s) failed: {', '.join(failed)}", hint=f"see {out}")
+
+
+def command_line(ctx: click.Context) -> str:
+    """The options given on the command line, as a command to run again."""
+    parts = ["yuqing bench"]
+    for param in ctx.command.params:
+        name = param.name or ""
+        if not isinstance(param, click.Option) or ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
+            continue
+        value, flag = ctx.params[name], param.opts[0]
+        if param.is_flag:
+            parts.append(flag)
+        elif param.multiple:
+            parts += [f"{flag} {v}" for v in value]
+        elif isinstance(value, tuple):
+            parts.append(f"{flag} {','.join(map(str, value))}")
+        else:
+            parts.append(f"{flag} {value}")
+    return " ".join(parts)
 
 
 def _usable_cores() -> int:

@@ -55,7 +55,7 @@ class BenchOptions:
         return 1 if self.quick else 2
 
 
-def run_bench(options: BenchOptions, argv: list[str] | None = None) -> dict[str, Any]:
+def run_bench(options: BenchOptions, command: str = "yuqing bench") -> dict[str, Any]:
     if options.device == "cuda":
         from export.runtime import cuda_available
 
@@ -100,7 +100,7 @@ def run_bench(options: BenchOptions, argv: list[str] | None = None) -> dict[str,
                 r["achieved_tflops"] = round(flops * r["items_per_s"] / 1e12, 3)
     headline = ratios(cases, results, options.device, flops, peak)
     report: dict[str, Any] = {
-        "command": "yuqing bench " + " ".join(argv or []),
+        "command": command,
         "device": options.device,
         "quick": options.quick,
         "texts": texts.describe() | {"seed": options.seed,

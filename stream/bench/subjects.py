@@ -42,10 +42,22 @@ class Subjects:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "checkpoint": str(self.checkpoint) if self.checkpoint else None,
-            "package": str(self.package),
+            "checkpoint": shown(self.checkpoint) if self.checkpoint else None,
+            "package": shown(self.package),
             "variants": {v: {"file": p.name, "origin": self.variant_origin[v]} for v, p in self.variant_files.items()},
         }
+
+
+def shown(path: Path) -> str:
+    """A path for the report: relative to the working directory or the home directory where it
+    can be, so reports from different hosts compare and name no user."""
+    resolved = path.resolve()
+    for base, prefix in ((Path.cwd(), ""), (Path.home(), "~/")):
+        try:
+            return prefix + str(resolved.relative_to(base.resolve()))
+        except ValueError:
+            continue
+    return str(path)
 
 
 def bench_cache() -> Path:

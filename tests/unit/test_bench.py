@@ -171,6 +171,8 @@ def test_quick_bench_writes_a_well_formed_report(tiny_checkpoint: Path, tmp_path
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert "int8_vs_torch=" in result.output and "bucketing-off b4" in result.output
     report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["command"] == (f"yuqing bench --json {out} --quick --batch-sizes 4 --model-dir {tiny_checkpoint} "
+                                 "--threads 1 --no-e2e --no-progress")
     assert {"command", "device", "texts", "subjects", "host", "ratios", "cases", "targets", "table"} <= set(report)
     assert report["texts"]["n"] == 48 and report["texts"]["tokens_mean"] > 0
     assert report["host"]["threads"]["torch_intra_op"] == report["host"]["threads"]["ort_intra_op"] == 1
