@@ -185,7 +185,7 @@ def stale(files: dict[Path, str]) -> list[Path]:
 
 def load_dashboards(directory: Path) -> dict[str, dict[str, Any]]:
     """Every *.json dashboard in `directory`, by file name."""
-    from stream.errors import DataError
+    from stream.core.errors import DataError
 
     found: dict[str, dict[str, Any]] = {}
     for path in sorted(directory.glob("*.json")):

@@ -22,11 +22,11 @@ import yaml
 
 from dashboards import build
 from dashboards.sqlcheck import QueryResultCheck, check_alert_rules, check_dashboard
+from dashboards.synthetic import Surge, SyntheticSpec, write_synthetic
 from dashboards.typecheck import TypeIssue, typecheck
-from stream.errors import DataError
-from stream.settings import StoreSettings
-from stream.store import Store
-from stream.synthetic import Surge, SyntheticSpec, write_synthetic
+from stream.core.errors import DataError
+from stream.core.settings import StoreSettings
+from stream.core.store import Store
 
 SURGE_TOPIC = "public health"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from dashboards import build as artifacts
-from stream.cli import settings_from
-from stream.errors import YuqingError
+from stream.core.cli import settings_from
+from stream.core.errors import YuqingError
 
 
 class CheckFailed(YuqingError):

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from stream.errors import YuqingError
+from stream.core.errors import YuqingError
 
 ALL = "$__all"
 

@@ -16,7 +16,7 @@ from grafana_client.client import (
 )
 from niquests.exceptions import RequestException
 
-from stream.errors import ConfigError, ServiceUnavailable, YuqingError
+from stream.core.errors import ConfigError, ServiceUnavailable, YuqingError
 
 
 class GrafanaError(YuqingError):

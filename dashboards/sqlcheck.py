@@ -30,8 +30,8 @@ from dashboards.expand import (
     resolve_relative,
 )
 from dashboards.grafana import DATASOURCE_UID, FORMAT_TABLE, FORMAT_TIME_SERIES, PLUGIN_ID
-from stream.errors import StoreError
-from stream.store import Store
+from stream.core.errors import StoreError
+from stream.core.store import Store
 
 HOSTILE_KEYWORD = "x') OR 1=1 -- \\' \"; DROP TABLE scored; ${db} $__timeFilter(id) 100% 舆情"
 _NUMERIC = re.compile(r"^(U?Int\d+|Float\d+|Decimal.*)$")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dashboards.build import SCHEMA_CHECK_DIR, TsModule, render_ts
-from stream.errors import ConfigError
+from stream.core.errors import ConfigError
 
 _ERROR = re.compile(r"^(?P<file>.+?)\((?P<line>\d+),(?P<col>\d+)\): error (?P<code>TS\d+): (?P<message>.*)$")
 

@@ -90,8 +90,8 @@ def _environ(env: Mapping[str, str]) -> Iterator[None]:
 
 def check_settings(env: Mapping[str, str], config: Path | None, where: str, result: Result) -> None:
     """The settings a container would load from its environment (and TOML file) must validate."""
-    from stream.errors import YuqingError
-    from stream.settings import load_settings
+    from stream.core.errors import YuqingError
+    from stream.core.settings import load_settings
 
     try:
         with _environ({k: v for k, v in env.items() if k.startswith("YUQING_") and k != "YUQING_CONFIG"}):
@@ -139,7 +139,7 @@ def _map_path(arg: str, path_map: Mapping[str, Path]) -> str:
 
 def check_config_files(feeds: Path | None, alerts: Path | None, where: str, result: Result) -> None:
     """feeds.toml and alerts.toml, validated by the loaders the jobs use."""
-    from stream.errors import YuqingError
+    from stream.core.errors import YuqingError
 
     checks: list[tuple[Path, str, str]] = []
     if feeds is not None:
@@ -524,8 +524,8 @@ def check_k8s(directory: Path = K8S_DIR) -> Result:
 
 
 def _check_consumer(doc: dict[str, Any], directory: Path, config_dir: Path, result: Result) -> None:
-    from stream.errors import YuqingError
-    from stream.settings import Settings, load_settings
+    from stream.core.errors import YuqingError
+    from stream.core.settings import Settings, load_settings
 
     where = "k8s: Deployment/yuqing-consumer"
     pod = doc["spec"]["template"]["spec"]
@@ -742,7 +742,7 @@ def _parse_all(statements: Sequence[str], query: Callable[[str], str], result: R
 
 
 def _dry_run(statements: Sequence[str], query: Callable[[str], str], result: Result) -> None:
-    from stream.schema import migrations
+    from stream.core.schema import migrations
 
     database = ""
     for statement in statements:
@@ -852,7 +852,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 text = sys.stdin.read() if opts.ddl_file == "-" else Path(opts.ddl_file).read_text()
                 statements = split_statements(text)
             else:
-                from stream.cluster_schema import cluster_ddl
+                from stream.core.cluster_schema import cluster_ddl
 
                 statements = cluster_ddl("yuqing", CLUSTER_CHECK_NAME, ttl_days=30)
             result = check_cluster_ddl(statements)

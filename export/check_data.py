@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stream.errors import DataError
+from stream.core.errors import DataError
 
 TEXT_COLUMNS = ("text", "sentence", "content", "review", "title")
 LABEL_COLUMNS = ("label", "labels", "sentiment", "topic", "category")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stream.errors import ModelError
+from stream.core.errors import ModelError
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from export.manifest import (
+from stream.core.errors import PackageIntegrityError
+from stream.core.manifest import (
     UNCHECKED,
     VARIANT_FILES,
     Manifest,
@@ -17,7 +18,6 @@ from export.manifest import (
     read_manifest,
     verify_files,
 )
-from stream.errors import PackageIntegrityError
 
 DEFAULT_PACKAGES = Path("artifacts/packages")
 
@@ -83,7 +83,7 @@ def models_list_command(directory: Path, as_json: bool) -> None:
                      "labels": manifest.labels, "test_metrics": manifest.test_metrics(),
                      "variants": {v: manifest.parity_status(v) for v in manifest.variants}})
     if as_json:
-        from stream.cli import echo_json
+        from stream.core.cli import echo_json
 
         echo_json(data)
     elif rows:
@@ -103,7 +103,7 @@ def models_verify_command(package: Path, load: bool) -> None:
         click.echo(f"{check.status:9} {check.file}")
     verify_files(manifest)
     if load:
-        from export.runtime import create_session
+        from stream.core.scorer import create_session
 
         for variant in manifest.variants:
             _, provider = create_session(manifest.variant_path(variant), "cpu")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from export.checkpoint import Checkpoint
-from stream.errors import ModelError
+from stream.core.errors import ModelError
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ from tqdm import tqdm
 from export import onnx_export, parity
 from export.check_data import CheckSet, load_check_set
 from export.checkpoint import Checkpoint, load_checkpoint
-from export.manifest import (
+from stream.core.errors import ModelError, ParityError
+from stream.core.manifest import (
     FORMAT_VERSION,
     MANIFEST,
     TOKENIZER,
@@ -32,8 +33,7 @@ from export.manifest import (
     hash_files,
     read_manifest,
 )
-from export.runtime import encode, load_tokenizer
-from stream.errors import ModelError, ParityError
+from stream.core.scorer import encode, load_tokenizer
 
 log = logging.getLogger(__name__)
 

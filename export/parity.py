@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from export.checkpoint import Checkpoint
-from export.manifest import PASSED, UNCHECKED
-from export.runtime import Encoded, create_session, run_logits
-from stream.errors import ModelError
+from stream.core.errors import ModelError
+from stream.core.manifest import PASSED, UNCHECKED
+from stream.core.scorer import Encoded, create_session, run_logits
 
 FP32_ATOL = 1e-3
 MIN_AGREEMENT = 0.99
@@ -46,7 +46,7 @@ def torch_logits(ckpt: Checkpoint, encoded: Encoded, batch_size: int = 32) -> np
     """The source model on exactly the token ids the runtime builds (same padding per batch)."""
     import torch
 
-    from export.runtime import feeds, plan_batches
+    from stream.core.scorer import feeds, plan_batches
 
     out = np.empty((len(encoded.ids), len(ckpt.labels)), dtype=np.float32)
     for group in plan_batches(encoded.lengths(), batch_size, 1 << 30, bucketing=True):
@@ -82,7 +82,7 @@ def check_variant(variant: str, model: Path, ref: Reference, pad_id: int,
                   fp32_accuracy: float | None = None) -> dict[str, Any]:
     """Run one ONNX file on the check texts and judge it; a variant that cannot run on this
     host (fp16 without a GPU whose CPU kernels are missing) comes back "unchecked"."""
-    from export.runtime import cuda_available
+    from stream.core.scorer import cuda_available
 
     device = "cuda" if variant == "fp16" and cuda_available() else "cpu"
     plans = BATCH_PLANS if variant == "int8" else {"bucketed": BATCH_PLANS["bucketed"]}

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from models.cache import cache_root
-from stream.errors import ModelError
+from stream.core.errors import ModelError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from stream.cli import LazyGroup
+from stream.core.cli import LazyGroup
 
 # `models list` and `models verify` belong to export/ (they read model packages).
 MODELS_SUBCOMMANDS = {
@@ -30,15 +30,7 @@ MODELS_HELP = {
 }
 
 
-class _ModelsGroup(LazyGroup):
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, MODELS_HELP.get(name, "")) for name in self.list_commands(ctx)]
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(rows)
-
-
-@click.group("models", cls=_ModelsGroup, lazy=MODELS_SUBCOMMANDS)
+@click.group("models", cls=LazyGroup, lazy=MODELS_SUBCOMMANDS, lazy_help=MODELS_HELP)
 def models_group() -> None:
     """Base encoders and exported model packages."""
 

@@ -20,7 +20,7 @@ from typing import Any
 import click
 import numpy as np
 
-from stream.errors import ModelError
+from stream.core.errors import ModelError
 
 MAGIC = b"E5S1"
 QK = 32  # weights per Q4_0 block

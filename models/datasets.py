@@ -24,7 +24,7 @@ from pathlib import Path
 
 from models.cache import cache_root
 from models.splits import SPLITS, Split, normalize_text, split_examples, text_hash
-from stream.errors import DataError
+from stream.core.errors import DataError
 
 log = logging.getLogger(__name__)
 

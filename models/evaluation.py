@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from models.datasets import Example, load_dataset
 from models.splits import SPLITS
-from stream.errors import DataError, ModelError
+from stream.core.errors import DataError, ModelError
 
 
 @dataclass

@@ -24,7 +24,7 @@ from models.bases import check_encoder, describe_checkpoint, load_config, resolv
 from models.datasets import check_splits, label_table, load_dataset
 from models.evaluation import collate, encode, length_grouped_batches, metrics, predict
 from models.splits import SPLITS, normalize_text
-from stream.errors import DataError, ModelError
+from stream.core.errors import DataError, ModelError
 
 log = logging.getLogger(__name__)
 

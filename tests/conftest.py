@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.settings import StoreSettings
-from stream.store import Store
+from stream.core.settings import StoreSettings
+from stream.core.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 KAFKA_HOST, KAFKA_PORT = "127.0.0.1", int(os.environ.get("YUQING_KAFKA_PORT", "9092"))
@@ -82,7 +82,7 @@ def store(store_settings: StoreSettings) -> Iterator[Store]:
 def tiny_packages(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Two real ONNX model packages (sentiment, topic) exported from tiny random BERTs, gate passed."""
     from export.package import ExportOptions, build_package
-    from export.testing import save_tiny_classifier
+    from tests.tiny_models import save_tiny_classifier
 
     root = tmp_path_factory.mktemp("packages")
     out = []

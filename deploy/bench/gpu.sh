@@ -33,5 +33,5 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 python3 -c 'import onnxruntime as o, torch; print("onnxruntime", o.__version__, o.get_available_providers()); print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
 
 # 4096 texts: every batch size gets several full batches; the whole run stays within 5 minutes.
-timeout 290 python3 -m stream.bench --device cuda --no-e2e --texts 4096 --batch-sizes 64,256,1024 \
+timeout 290 python3 -m stream.tools.bench --device cuda --no-e2e --texts 4096 --batch-sizes 64,256,1024 \
     --case-timeout 120 --no-progress --json "$out/bench-gpu.json" "$@"

@@ -7,7 +7,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream.alerts.durations import format_duration
+from stream.core.times import format_duration
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from stream.alerts.alert import Alert, Sample, make_alert_id
-from stream.alerts.durations import format_duration
 from stream.alerts.matching import term_pattern
 from stream.alerts.queries import (
     Versions,
@@ -27,7 +26,8 @@ from stream.alerts.queries import (
 )
 from stream.alerts.rules import NegativeSurgeRule, VolumeSpikeRule, WatchListRule
 from stream.alerts.state import AlertState
-from stream.store import Store
+from stream.core.store import Store
+from stream.core.times import format_duration
 
 log = logging.getLogger(__name__)
 

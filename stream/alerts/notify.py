@@ -17,7 +17,7 @@ from kafka.errors import KafkaError
 from stream.alerts.alert import Alert
 from stream.alerts.state import AlertState
 from stream.alerts.webhooks import DeliveryError, WebhookSender
-from stream.settings import KafkaSettings
+from stream.core.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class KafkaAlertProducer:
     """Publishes alerts as JSON to one topic, keyed by alert id."""
 
     def __init__(self, settings: KafkaSettings, topic: str) -> None:
-        from stream.kafka_clients import producer  # only when a topic is configured
+        from stream.kafka.clients import producer  # only when a topic is configured
 
         self.topic = topic
         self.producer = producer(settings)

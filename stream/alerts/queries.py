@@ -15,10 +15,10 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream.alerts.durations import as_utc
 from stream.alerts.matching import term_pattern
 from stream.alerts.rules import GroupBy, Scope
-from stream.store import Store
+from stream.core.store import Store
+from stream.core.times import as_utc
 
 TIME = "DateTime64(3,'UTC')"
 

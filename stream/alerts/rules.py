@@ -28,8 +28,8 @@ from pydantic import (
     model_validator,
 )
 
-from stream.alerts.durations import parse_duration
-from stream.errors import ConfigError
+from stream.core.errors import ConfigError
+from stream.core.times import parse_duration
 
 
 def _duration(value: Any) -> dt.timedelta:

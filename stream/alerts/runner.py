@@ -13,15 +13,15 @@ from contextlib import ExitStack
 from tqdm import tqdm
 
 from stream.alerts.alert import Alert
-from stream.alerts.durations import utcnow
 from stream.alerts.evaluate import AnyRule, Evaluator
 from stream.alerts.notify import Delivery, Dispatcher, KafkaAlertProducer
 from stream.alerts.rules import AlertsConfig
 from stream.alerts.state import MemoryState, StoreState
 from stream.alerts.webhooks import WebhookSender
-from stream.errors import ConfigError, StoreError
-from stream.settings import KafkaSettings
-from stream.store import Store
+from stream.core.errors import ConfigError, StoreError
+from stream.core.settings import KafkaSettings
+from stream.core.store import Store
+from stream.core.times import utcnow
 
 log = logging.getLogger(__name__)
 

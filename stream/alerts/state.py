@@ -12,10 +12,10 @@ from collections import defaultdict
 from typing import Protocol
 
 from stream.alerts.alert import Alert
-from stream.alerts.durations import as_utc
 from stream.alerts.queries import TIME
-from stream.schema import ALERT_COLUMNS
-from stream.store import Store
+from stream.core.schema import ALERT_COLUMNS
+from stream.core.store import Store
+from stream.core.times import as_utc
 
 
 class AlertState(Protocol):

@@ -20,7 +20,7 @@ import httpx
 
 from stream.alerts.alert import Alert
 from stream.alerts.rules import Webhook
-from stream.errors import ServiceUnavailable
+from stream.core.errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from stream.errors import ConfigError
-from stream.settings import read_toml
+from stream.core.errors import ConfigError
+from stream.core.settings import read_toml
 
 _LANG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
 

@@ -20,8 +20,8 @@ from html import unescape
 from html.parser import HTMLParser
 from typing import Any
 
+from stream.core.items import detect_lang as _consumer_detect_lang
 from stream.feeds.config import FeedConfig
-from stream.items import detect_lang as _consumer_detect_lang
 
 # A feed date further ahead than this is a clock or timezone bug: the poll time is used instead.
 MAX_FUTURE = dt.timedelta(hours=1)

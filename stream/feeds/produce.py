@@ -8,9 +8,9 @@ from typing import Any
 
 from kafka.errors import KafkaError, KafkaTimeoutError
 
-from stream import kafka_clients
+from stream.kafka import clients as kafka_clients
+from stream.core.settings import KafkaSettings
 from stream.feeds.normalize import FeedItem
-from stream.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 class ItemProducer:
     """An acks=all producer; `send_all` returns only the items the brokers acknowledged.
 
-    Construction raises KafkaUnavailable when no broker answers (stream.kafka_clients).
+    Construction raises KafkaUnavailable when no broker answers (stream.kafka.clients).
     """
 
     def __init__(self, kafka: KafkaSettings, topic: str, *, flush_timeout_s: float = 60.0) -> None:

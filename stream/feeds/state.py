@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from stream.errors import ConfigError
+from stream.core.errors import ConfigError
 from stream.feeds.fetch import Validators
 
 # Ids that no poll has seen for this long are forgotten (the feed dropped them long ago).

@@ -11,8 +11,8 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from stream.schema import SCORED_COLUMNS
-from stream.store import Store
+from stream.core.schema import SCORED_COLUMNS
+from stream.core.store import Store
 
 SENTIMENT_VERSION = "sent-v1"
 TOPIC_VERSION = "topic-v1"

@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from stream.cli import cli
-from stream.settings import StoreSettings
-from stream.store import Store
+from stream.core.settings import StoreSettings
+from stream.core.store import Store
 from tests.integration.alerts_rows import demo_traffic, insert, negative_surge_plant, volume_spike_plant
 
 pytestmark = pytest.mark.integration

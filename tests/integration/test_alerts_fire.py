@@ -13,9 +13,9 @@ from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from stream.alerts import LiveRunner, load_rules, parse_rules
-from stream.schema import SCORED_COLUMNS
-from stream.settings import KafkaSettings, StoreSettings
-from stream.store import Store
+from stream.core.schema import SCORED_COLUMNS
+from stream.core.settings import KafkaSettings, StoreSettings
+from stream.core.store import Store
 from tests.integration.alerts_rows import (
     demo_traffic,
     insert,

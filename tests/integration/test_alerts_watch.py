@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from stream.alerts import Evaluator, LiveRunner, MemoryState, parse_rules
-from stream.store import Store
+from stream.core.store import Store
 from tests.integration.alerts_rows import insert, item_rows
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from export.testing import save_tiny_classifier
 from stream.cli import cli
+from tests.tiny_models import save_tiny_classifier
 
 pytestmark = pytest.mark.integration
 

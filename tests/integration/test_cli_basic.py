@@ -75,7 +75,7 @@ def test_a_locked_embedded_store_is_a_clear_error(tmp_path: Path) -> None:
     dsn = f"chdb://{tmp_path / 'store'}"
     # Hold the store open in another process, then try to use it.
     script = (
-        "import time; from stream.store import Store; from stream.settings import StoreSettings; "
+        "import time; from stream.core.store import Store; from stream.core.settings import StoreSettings; "
         f"s = Store(StoreSettings(dsn={dsn!r})); print('open', flush=True); time.sleep(30)"
     )
     owner = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, text=True)

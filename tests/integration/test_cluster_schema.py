@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.cluster_schema import cluster_ddl, local_name
-from stream.schema import (
+from stream.core.cluster_schema import cluster_ddl, local_name
+from stream.core.schema import (
     ALERT_COLUMNS,
     DEAD_LETTER_COLUMNS,
     PIPELINE_STATS_COLUMNS,
@@ -19,7 +19,7 @@ from stream.schema import (
     migrations,
     migrations_table,
 )
-from stream.store import Store
+from stream.core.store import Store
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ import pytest
 from dashboards import build
 from dashboards.check import run_check
 from dashboards.sqlcheck import panels_of
-from stream.store import Store
+from stream.core.store import Store
 
 pytestmark = pytest.mark.integration
 

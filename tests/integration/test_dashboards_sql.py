@@ -12,8 +12,8 @@ import yaml
 from dashboards import build
 from dashboards.check import SURGE_TOPIC, synthetic_spec
 from dashboards.sqlcheck import HOSTILE_KEYWORD, QueryResultCheck, check_alert_rules, check_dashboard
-from stream.store import Store
-from stream.synthetic import SyntheticSummary, write_synthetic
+from dashboards.synthetic import SyntheticSummary, write_synthetic
+from stream.core.store import Store
 
 pytestmark = pytest.mark.integration
 

@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner
 
 from stream.cli import cli
-from stream.diff import diff_versions
-from stream.errors import DataError
-from stream.schema import SCORED_COLUMNS
-from stream.settings import StoreSettings
-from stream.store import Store
+from stream.core.errors import DataError
+from stream.core.schema import SCORED_COLUMNS
+from stream.core.settings import StoreSettings
+from stream.core.store import Store
+from stream.diff.compare import diff_versions
 
 pytestmark = pytest.mark.integration
 

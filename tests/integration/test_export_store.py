@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from export.runtime import OnnxScorer
-from stream.clickhouse_sink import ClickHouseSink
-from stream.interfaces import NewsItem, SourceRecord
-from stream.scoring import score_items
-from stream.store import Store
+from stream.consumer.scoring import score_items
+from stream.consumer.sink import ClickHouseSink
+from stream.core.records import NewsItem, SourceRecord
+from stream.core.scorer import OnnxScorer
+from stream.core.store import Store
 
 pytestmark = pytest.mark.integration
 

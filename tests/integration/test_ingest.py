@@ -23,11 +23,11 @@ import httpx
 import pytest
 from kafka import KafkaConsumer
 
+from stream.core.settings import KafkaSettings
 from stream.feeds.config import FeedsFile, parse_feeds
 from stream.feeds.ingest import Ingester
 from stream.feeds.produce import ItemProducer
 from stream.feeds.state import IngestState
-from stream.settings import KafkaSettings
 from tests.feeds_fixtures import MALFORMED, Entry, FeedServer, atom, rss, serve_feeds
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.settings import StoreSettings
-from stream.store import Store
+from stream.core.settings import StoreSettings
+from stream.core.store import Store
 from tests.feeds_fixtures import Entry, FeedServer, atom, rss, serve_feeds
 from tests.helpers import run_cli
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from stream.errors import KafkaUnavailable
-from stream.kafka_admin import ensure_topic
-from stream.kafka_source import KafkaSource
-from stream.settings import KafkaSettings
+from stream.core.errors import KafkaUnavailable
+from stream.core.settings import KafkaSettings
+from stream.kafka.admin import ensure_topic
+from stream.kafka.source import KafkaSource
 
 pytestmark = pytest.mark.integration
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from stream.kafka_admin import ensure_topic, group_lag
-from stream.settings import KafkaSettings, StoreSettings
-from stream.store import Store
+from stream.core.settings import KafkaSettings, StoreSettings
+from stream.core.store import Store
+from stream.kafka.admin import ensure_topic, group_lag
 from tests.helpers import news_item, produce, run_cli
 
 pytestmark = pytest.mark.integration
@@ -21,7 +21,7 @@ WEEK_START = dt.datetime(2026, 11, 16, tzinfo=dt.UTC)
 @pytest.fixture(scope="module")
 def sentiment_v2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from export.package import ExportOptions, build_package
-    from export.testing import save_tiny_classifier
+    from tests.tiny_models import save_tiny_classifier
 
     root = tmp_path_factory.mktemp("v2")
     ckpt = save_tiny_classifier(root / "ckpt", ("negative", "positive"), seed=11)

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from stream.alerts import LiveRunner, parse_rules
 from stream.cli import cli
-from stream.settings import StoreSettings
-from stream.store import Store
+from stream.core.settings import StoreSettings
+from stream.core.store import Store
 from tests.integration.alerts_rows import demo_traffic, insert, item_rows, negative_surge_plant
 
 pytestmark = pytest.mark.integration

@@ -4,10 +4,10 @@ import datetime as dt
 
 import pytest
 
-from stream.errors import StoreError
-from stream.schema import SCORED_COLUMNS
-from stream.settings import StoreSettings
-from stream.store import Store
+from stream.core.errors import StoreError
+from stream.core.schema import SCORED_COLUMNS
+from stream.core.settings import StoreSettings
+from stream.core.store import Store
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,7 @@ def test_bad_query_is_a_store_error(store: Store) -> None:
 
 
 def test_bad_database_name_rejected(store_settings: StoreSettings) -> None:
-    from stream.errors import ConfigError
+    from stream.core.errors import ConfigError
 
     with pytest.raises(ConfigError):
         Store(store_settings.model_copy(update={"database": "x; DROP"}))

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer
 
-from stream.cli_run import run_pipeline
-from stream.kafka_admin import ensure_topic, group_lag
-from stream.settings import KafkaSettings, Settings, StoreSettings
-from stream.store import Store
+from stream.consumer.app import run_pipeline
+from stream.core.settings import KafkaSettings, Settings, StoreSettings
+from stream.core.store import Store
+from stream.kafka.admin import ensure_topic, group_lag
 from tests.helpers import ROOT, cli_env, news_item, produce, yuqing_cmd
 
 pytestmark = pytest.mark.integration
@@ -190,7 +190,7 @@ def test_bad_input_goes_to_dead_letters_and_the_stream_goes_on(
 
 
 def _scorers(packages: list[Path]) -> list:  # type: ignore[type-arg]
-    from export.runtime import OnnxScorer
+    from stream.core.scorer import OnnxScorer
 
     return [OnnxScorer.open(p, device="cpu") for p in packages]
 

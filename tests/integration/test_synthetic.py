@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from stream.store import Store
-from stream.synthetic import TOPICS, Surge, SyntheticSpec, write_synthetic
+from dashboards.synthetic import TOPICS, Surge, SyntheticSpec, write_synthetic
+from stream.core.store import Store
 
 pytestmark = pytest.mark.integration
 

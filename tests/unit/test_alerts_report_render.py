@@ -6,7 +6,7 @@ import datetime as dt
 from html.parser import HTMLParser
 
 from stream.alerts.queries import Versions
-from stream.report import Brief, Bucket, FiredAlert, NegativeItem, Share, bucket_for, render
+from stream.brief.report import Brief, Bucket, FiredAlert, NegativeItem, Share, bucket_for, render
 
 T = dt.datetime(2025, 3, 10, 12, 0, tzinfo=dt.UTC)
 EVIL = "<script>alert('x')</script>&\"'"

@@ -10,7 +10,6 @@ import pytest
 from click.testing import CliRunner
 
 from stream.alerts.alert import Alert
-from stream.alerts.durations import format_duration, parse_duration, parse_time
 from stream.alerts.matching import term_pattern
 from stream.alerts.rules import (
     NegativeSurgeRule,
@@ -21,7 +20,8 @@ from stream.alerts.rules import (
 )
 from stream.alerts.state import MemoryState
 from stream.cli import cli, main
-from stream.errors import ConfigError
+from stream.core.errors import ConfigError
+from stream.core.times import format_duration, parse_duration, parse_time
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = dt.datetime(2025, 3, 10, 12, 0, tzinfo=dt.UTC)

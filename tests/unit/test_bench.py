@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from export.testing import save_tiny_classifier
-from stream.bench import gpu
-from stream.bench.cases import plan, time_calls
-from stream.bench.corpus import MIX, bench_texts
-from stream.bench.e2e import Window, e2e_repeat
-from stream.bench.report import ratios
 from stream.cli import cli
+from stream.tools.bench import gpu
+from stream.tools.bench.cases import plan, time_calls
+from stream.tools.bench.corpus import MIX, bench_texts
+from stream.tools.bench.e2e import Window, e2e_repeat
+from stream.tools.bench.report import ratios
+from tests.tiny_models import save_tiny_classifier
 
 MINILM = {"hidden_size": 384, "num_hidden_layers": 6, "intermediate_size": 1536,
           "id2label": {"0": "negative", "1": "positive"}}

@@ -129,7 +129,7 @@ def test_database_is_a_build_parameter() -> None:
 
 
 def test_load_dashboards_rejects_bad_json(tmp_path: Path) -> None:
-    from stream.errors import DataError
+    from stream.core.errors import DataError
 
     with pytest.raises(DataError, match="no dashboard JSON"):
         build.load_dashboards(tmp_path)

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from dashboards import build
 from dashboards.cli import dashboards_group
 from dashboards.push import folder_uid, push
-from stream.errors import ConfigError, ServiceUnavailable
+from stream.core.errors import ConfigError, ServiceUnavailable
 
 TOKEN = "glsa_test_token"
 

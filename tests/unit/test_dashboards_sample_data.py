@@ -1,4 +1,4 @@
-"""stream/sample/news_sample.jsonl (what `make demo` streams) meets the input contract and covers the dashboards."""
+"""stream/tools/sample/news_sample.jsonl (what `make demo` streams) meets the input contract and covers the dashboards."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from stream.interfaces import SourceRecord
-from stream.items import parse_item
+from stream.core.items import parse_item
+from stream.core.records import SourceRecord
 
-SAMPLE = Path(__file__).resolve().parents[2] / "stream" / "sample" / "news_sample.jsonl"
+SAMPLE = Path(__file__).resolve().parents[2] / "stream" / "tools" / "sample" / "news_sample.jsonl"
 
 
 def load() -> list[dict[str, object]]:

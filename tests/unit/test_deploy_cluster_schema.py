@@ -7,10 +7,10 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from stream import cluster_schema
+from stream.core import cluster_schema
 from stream.cli import cli
-from stream.errors import ConfigError
-from stream.schema import migrations
+from stream.core.errors import ConfigError
+from stream.core.schema import migrations
 
 TABLES = ("scored", "scored_minute", "dead_letters", "alerts", "pipeline_stats")
 

@@ -6,8 +6,10 @@ import datetime as dt
 
 import pytest
 
-from stream.cli_diff import _clip, _width, render, table
-from stream.diff import ChangedItem, VersionDiff, parse_time
+from stream.core.errors import ConfigError
+from stream.core.times import parse_time
+from stream.diff.cli import _clip, _width, render, table
+from stream.diff.compare import ChangedItem, VersionDiff
 
 NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
 
@@ -30,7 +32,7 @@ def test_parse_time(text: str, expected: dt.datetime) -> None:
 
 
 def test_parse_time_refuses_nonsense() -> None:
-    with pytest.raises(ValueError, match="neither a time"):
+    with pytest.raises(ConfigError, match="neither an RFC 3339 time"):
         parse_time("yesterday", NOW)
 
 

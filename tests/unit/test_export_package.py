@@ -13,11 +13,11 @@ import pytest
 
 from export import onnx_export, parity
 from export.checkpoint import Checkpoint
-from export.manifest import MANIFEST, VARIANT_FILES, read_manifest, sha256_file, verify_files
 from export.package import ExportOptions, build_package
-from export.testing import save_tiny_classifier
 from stream.cli import main
-from stream.errors import DataError, ModelError, ParityError
+from stream.core.errors import DataError, ModelError, ParityError
+from stream.core.manifest import MANIFEST, VARIANT_FILES, read_manifest, sha256_file, verify_files
+from tests.tiny_models import save_tiny_classifier
 
 REPORT = {"task": "sentiment", "name": "tiny-sent", "base_model": "tiny-bert", "max_length": 64,
           "data": "builtin:tiny", "test_metrics": {"accuracy": 0.5, "macro_f1": 0.4}}
@@ -218,7 +218,7 @@ def test_cli_export_list_and_verify(root: Path, ckpt: Path, capsys: pytest.Captu
 def test_an_fp16_variant_this_host_cannot_run_is_recorded_unchecked(
     root: Path, ckpt: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from export.runtime import OnnxScorer
+    from stream.core.scorer import OnnxScorer
 
     real_session = parity.create_session
 

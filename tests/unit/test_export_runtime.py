@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from export.check_data import BUILTIN
-from export.manifest import MANIFEST, VARIANT_FILES, sha256_file
 from export.package import ExportOptions, build_package
-from export.runtime import OnnxScorer, plan_batches
-from export.testing import save_tiny_classifier
-from stream.errors import ModelError, PackageIntegrityError
-from stream.interfaces import Scorer
+from stream.core.errors import ModelError, PackageIntegrityError
+from stream.core.interfaces import Scorer
+from stream.core.manifest import MANIFEST, VARIANT_FILES, sha256_file
+from stream.core.scorer import OnnxScorer, plan_batches
+from tests.tiny_models import save_tiny_classifier
 
 ROOT = Path(__file__).resolve().parents[2]
 TEXTS = [text for text, _ in BUILTIN]
@@ -140,7 +140,7 @@ def test_an_opset_the_runtime_cannot_load_is_a_model_error(package: Path, tmp_pa
 def test_the_runtime_imports_neither_torch_nor_transformers(package: Path) -> None:
     code = textwrap.dedent(f"""
         import sys
-        from export.runtime import OnnxScorer
+        from stream.core.scorer import OnnxScorer
         scorer = OnnxScorer.open({str(package)!r}, device="auto")
         assert len(scorer.score(["hello world", "你好，世界"])) == 2
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers"))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.errors import ConfigError
+from stream.core.errors import ConfigError
 from stream.feeds.config import load_feeds, parse_feeds
 
 ROOT = Path(__file__).resolve().parents[2]

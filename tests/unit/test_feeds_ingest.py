@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.errors import ConfigError
+from stream.core.errors import ConfigError
 from stream.feeds.config import FeedsFile, parse_feeds
 from stream.feeds.fetch import Validators
 from stream.feeds.ingest import Ingester, IngestMetrics

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from stream.interfaces import BadRecord, NewsItem, SourceRecord
-from stream.items import classify, detect_lang, stable_id
+from stream.core.items import classify, detect_lang, stable_id
+from stream.core.records import BadRecord, NewsItem, SourceRecord
 
 
 def rec(value: bytes, ts: int | None = 1_700_000_000_000) -> SourceRecord:

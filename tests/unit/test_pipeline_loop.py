@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from stream.errors import StoreError
-from stream.interfaces import BadRecord, Batch, Prediction, ScoredRow, SourceRecord
-from stream.items import classify
-from stream.pipeline import Pipeline, StoppedBeforeWrite
-from stream.settings import BatchSettings
+from stream.consumer.pipeline import Pipeline, StoppedBeforeWrite
+from stream.core.errors import StoreError
+from stream.core.items import classify
+from stream.core.records import BadRecord, Batch, Prediction, ScoredRow, SourceRecord
+from stream.core.settings import BatchSettings
 
 
 class ListSource:

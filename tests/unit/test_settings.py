@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.errors import ConfigError
-from stream.settings import load_settings, mask_dsn
+from stream.core.errors import ConfigError
+from stream.core.settings import load_settings, mask_dsn
 
 
 def test_defaults() -> None:

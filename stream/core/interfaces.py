@@ -1,0 +1,67 @@
+"""The three small interfaces the pipeline is built from: source -> scorer -> sink.
+
+Every member here is part of the contract the main loop (`stream.consumer.pipeline`) relies on;
+nothing is probed with getattr.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from stream.core.records import BadRecord, Batch, Prediction, ScoredRow
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Scores texts with one model package (an ONNX session, or torch in benchmarks)."""
+
+    name: str  # model name, e.g. "sentiment-minilm"
+    task: str  # "sentiment" | "topic" | ...
+    version: str  # content-derived model version
+    labels: Sequence[str]
+    max_length: int
+
+    def score(self, texts: Sequence[str]) -> list[Prediction]: ...
+
+
+class Source(Protocol):
+    """Where messages come from.  Offsets move only through `commit(batch)`, after the write."""
+
+    @property
+    def exhausted(self) -> bool:
+        """A finite source (a file) has nothing more to give; a live one never is."""
+        ...
+
+    @property
+    def assigned(self) -> bool:
+        """The source owns something to read now (False while a consumer group rebalances)."""
+        ...
+
+    def next_batch(self, max_items: int, max_wait_ms: int) -> Batch: ...
+
+    def commit(self, batch: Batch) -> None: ...
+
+    def pause(self) -> None:
+        """Stop fetching (backpressure while the store is down); `keepalive` keeps membership."""
+        ...
+
+    def resume(self) -> None: ...
+
+    def keepalive(self) -> None: ...
+
+    def lag(self) -> dict[tuple[str, int], tuple[int, int]]:
+        """(topic, partition) -> (position, end offset); empty when the source has no such notion."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Sink(Protocol):
+    """Where scored rows and dead letters go; raises `ServiceUnavailable` when it cannot take them."""
+
+    def write_batch(self, scored: Sequence[ScoredRow], bad: Sequence[BadRecord]) -> None: ...
+
+    def write_stats(self, rows: list[list[Any]]) -> None: ...
+
+    def close(self) -> None: ...

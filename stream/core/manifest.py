@@ -1,0 +1,174 @@
+"""The model package on disk: `manifest.json` beside the ONNX files and `tokenizer.json`.
+
+A package is trusted only if every file listed in the manifest has the recorded sha256, so the
+stream never scores with weights other than the ones that passed the parity gate.  This module
+needs nothing but the standard library (the consumer install has no torch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stream.core.errors import PackageIntegrityError
+
+MANIFEST = "manifest.json"
+TOKENIZER = "tokenizer.json"
+FORMAT_VERSION = 1
+VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
+# Parity status of a variant: passed the gate, or could not be run on the exporting host.
+PASSED, UNCHECKED = "passed", "unchecked"
+_REQUIRED = ("name", "task", "version", "labels", "max_length", "inputs", "variants", "files")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def content_version(name: str, fp32_onnx: Path, labels: Sequence[str], tokenizer: Path) -> str:
+    """`<name>-<12 hex>` over the fp32 graph, the labels and the tokenizer: same weights, same version."""
+    digest = hashlib.sha256()
+    for part in (fp32_onnx, tokenizer):
+        digest.update(bytes.fromhex(sha256_file(part)))
+    digest.update(json.dumps(list(labels), ensure_ascii=False).encode())
+    return f"{name}-{digest.hexdigest()[:12]}"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The parsed `manifest.json` of one package directory."""
+
+    path: Path  # the package directory
+    data: Mapping[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.data["name"])
+
+    @property
+    def task(self) -> str:
+        return str(self.data["task"])
+
+    @property
+    def version(self) -> str:
+        return str(self.data["version"])
+
+    @property
+    def labels(self) -> list[str]:
+        return [str(label) for label in self.data["labels"]]
+
+    @property
+    def max_length(self) -> int:
+        return int(self.data["max_length"])
+
+    @property
+    def inputs(self) -> list[str]:
+        return [str(name) for name in self.data["inputs"]]
+
+    @property
+    def pad_token_id(self) -> int:
+        return int(self.data.get("pad_token_id", 0))
+
+    @property
+    def variants(self) -> dict[str, dict[str, Any]]:
+        return {str(k): dict(v) for k, v in self.data["variants"].items()}
+
+    def parity_status(self, variant: str) -> str:
+        return str(self.variants[variant].get("parity", {}).get("status", UNCHECKED))
+
+    def variant_path(self, variant: str) -> Path:
+        return self.path / str(self.variants[variant]["file"])
+
+    def test_metrics(self) -> dict[str, Any]:
+        return dict((self.data.get("training") or {}).get("test_metrics") or {})
+
+
+def read_manifest(package: Path) -> Manifest:
+    """Parse and sanity-check a package's manifest (hashes are checked by `verify_files`)."""
+    path = package / MANIFEST
+    if not package.is_dir():
+        raise PackageIntegrityError(f"{package} is not a model package directory", hint="see yuqing models list")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PackageIntegrityError(
+            f"{package} has no {MANIFEST}", hint="export one with `yuqing export`"
+        ) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PackageIntegrityError(f"{path} is not valid JSON: {exc}", hint="re-export the package") from None
+    if not isinstance(data, dict):
+        raise PackageIntegrityError(f"{path} is not a JSON object", hint="re-export the package")
+    missing = [key for key in _REQUIRED if not data.get(key)]
+    if missing:
+        raise PackageIntegrityError(
+            f"{path} lacks {', '.join(missing)}", hint="re-export the package with `yuqing export`"
+        )
+    labels = data["labels"]
+    if not isinstance(labels, list) or len(set(map(str, labels))) != len(labels):
+        raise PackageIntegrityError(f"{path}: labels must be a list of distinct names, got {labels!r}")
+    if not isinstance(data["variants"], dict) or "fp32" not in data["variants"]:
+        raise PackageIntegrityError(f"{path}: the variants must include fp32", hint="re-export the package")
+    for variant, entry in data["variants"].items():
+        if not isinstance(entry, dict) or entry.get("file") not in data["files"]:
+            raise PackageIntegrityError(f"{path}: variant {variant} names no hashed file")
+    return Manifest(package, data)
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    file: str
+    status: str  # ok | mismatch | missing | unlisted
+    expected: str | None
+    actual: str | None
+
+
+def check_files(manifest: Manifest) -> list[FileCheck]:
+    """Every listed file against its recorded sha256, plus files present but not listed."""
+    results: list[FileCheck] = []
+    listed: Mapping[str, str] = manifest.data["files"]
+    for name, expected in sorted(listed.items()):
+        file = manifest.path / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            results.append(FileCheck(name, "mismatch", expected, None))
+        elif not file.is_file():
+            results.append(FileCheck(name, "missing", expected, None))
+        else:
+            actual = sha256_file(file)
+            results.append(FileCheck(name, "ok" if actual == expected else "mismatch", expected, actual))
+    for file in sorted(manifest.path.rglob("*")):
+        rel = file.relative_to(manifest.path).as_posix()
+        if file.is_file() and rel != MANIFEST and rel not in listed:
+            results.append(FileCheck(rel, "unlisted", None, sha256_file(file)))
+    return results
+
+
+def verify_files(manifest: Manifest) -> None:
+    """Raise PackageIntegrityError unless every listed file matches its hash."""
+    bad = [c for c in check_files(manifest) if c.status in ("mismatch", "missing")]
+    if bad:
+        what = ", ".join(f"{c.file} ({c.status})" for c in bad)
+        raise PackageIntegrityError(
+            f"model package {manifest.path} failed its integrity check: {what}",
+            hint="the files changed after export; re-export or restore the package",
+        )
+
+
+def find_packages(root: Path) -> list[Path]:
+    """`root` itself if it is a package, else its sub-directories that hold a manifest."""
+    if (root / MANIFEST).is_file():
+        return [root]
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if (p / MANIFEST).is_file())
+
+
+def hash_files(package: Path, names: Iterable[str]) -> dict[str, str]:
+    return {name: sha256_file(package / name) for name in sorted(names)}

@@ -1,0 +1,125 @@
+"""The cases of one bench run and how each is timed.
+
+Every case runs in its own Python process (`python -m stream.tools.bench.worker`), so the peak RSS
+it reports (`ru_maxrss`) is its own and no case inherits another's warm caches or thread pools.
+A case scores the same texts in fixed-size chunks: the chunk is what one call gets (one pipeline
+call for torch, one `score()` for the ONNX scorer) and its wall time is one batch latency.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+DEFAULT_MICRO_BATCH = 256  # the consumer's batch.max_items default: what one pipeline turn scores
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    group: str  # "engines" | "bucketing" | "e2e"
+    engine: str  # "torch" | "onnx" | "e2e"
+    variant: str  # torch: "fp32" | "fp16"; onnx: the ONNX variant
+    batch_size: int  # texts per model run (the scorer's sub-batch for onnx, the pipeline's for torch)
+    chunk: int  # texts per call
+    bucketing: bool = True
+    # Tokens per ONNX sub-batch; 0: batch_size × max_length, so a batch is run whole, as torch runs it.
+    token_budget: int = 0
+
+
+def plan(
+    device: str,
+    batch_sizes: Sequence[int],
+    *,
+    torch_cases: bool,
+    e2e: bool,
+    micro_batch: int = DEFAULT_MICRO_BATCH,
+) -> list[Case]:
+    """The engines at each batch size (torch, ONNX fp32, ONNX int8 on CPU or fp16 on CUDA), the
+    scorer with and without bucketing, and the consumer end to end against raw ONNX Runtime."""
+    from stream.core.scorer import DEFAULT_BATCH_SIZE, DEFAULT_TOKEN_BUDGET
+
+    reduced = "fp16" if device == "cuda" else "int8"
+    torch_dtype = "fp16" if device == "cuda" else "fp32"
+    cases: list[Case] = []
+    for b in batch_sizes:
+        if torch_cases:
+            cases.append(Case(f"torch-{torch_dtype} b{b}", "engines", "torch", torch_dtype, b, b))
+        cases.append(Case(f"onnx-fp32 b{b}", "engines", "onnx", "fp32", b, b))
+        cases.append(Case(f"onnx-{reduced} b{b}", "engines", "onnx", reduced, b, b))
+    # Bucketing sorts a call's texts by length before cutting sub-batches, so it needs a call of
+    # several sub-batches: the consumer's micro-batch (or 8 sub-batches, if more) cut into
+    # sub-batches of the middle batch size.
+    sub = _middle(batch_sizes)
+    chunk = max(micro_batch, 8 * sub)
+    for on in (True, False):
+        cases.append(Case(f"bucketing-{'on' if on else 'off'} b{sub}", "bucketing", "onnx", reduced, sub, chunk,
+                          bucketing=on, token_budget=DEFAULT_TOKEN_BUDGET))
+    if e2e:
+        # The consumer as deployed: micro-batches of batch.max_items, the scorer's default sub-batch.
+        cases.append(Case(f"e2e b{micro_batch}", "e2e", "e2e", reduced, DEFAULT_BATCH_SIZE, micro_batch,
+                          token_budget=DEFAULT_TOKEN_BUDGET))
+    return cases
+
+
+def _middle(batch_sizes: Sequence[int]) -> int:
+    """32 when asked for, else the middle of the list: big enough to batch, small enough to bucket."""
+    ordered = sorted(batch_sizes)
+    return 32 if 32 in ordered else ordered[len(ordered) // 2]
+
+
+@dataclass(frozen=True)
+class Timing:
+    items: int
+    seconds: float
+    latencies: list[float]  # seconds per call
+    labels: list[str]
+    cpu_seconds: float  # process CPU time (all threads) while timed
+    passes: tuple[float, ...] = ()  # items/s of every pass, when there were several
+
+    def summary(self) -> dict[str, Any]:
+        lat = np.asarray(self.latencies) * 1000 if self.latencies else np.zeros(1)
+        return {
+            "items": self.items,
+            "seconds": round(self.seconds, 4),
+            "items_per_s": self.items / self.seconds if self.seconds > 0 else 0.0,
+            "calls": len(self.latencies),
+            "cpu_seconds": round(self.cpu_seconds, 3),
+            "latency_ms": percentiles_ms(lat),
+        } | ({"passes_items_per_s": [round(p, 2) for p in self.passes]} if len(self.passes) > 1 else {})
+
+
+def percentiles_ms(values_ms: np.ndarray | list[float]) -> dict[str, float]:
+    return {q: round(float(np.percentile(values_ms, p)), 3) for q, p in (("p50", 50), ("p95", 95), ("p99", 99))}
+
+
+def chunks(texts: Sequence[str], size: int) -> list[list[str]]:
+    return [list(texts[i : i + size]) for i in range(0, len(texts), size)]
+
+
+def time_calls(score: Callable[[list[str]], list[str]], texts: Sequence[str], chunk: int, warmup: int,
+               passes: int = 1) -> Timing:
+    """Warm up on the first chunks (at least `warmup` texts, at least one call), then time every
+    chunk of the texts in order, `passes` times; the fastest pass counts (as timeit's best of
+    several: a pass slowed by a neighbour on a shared host says little about the engine)."""
+    parts = chunks(texts, chunk)
+    for part in parts[: max(1, -(-warmup // chunk))]:
+        score(part)
+    timings = []
+    for _ in range(max(1, passes)):
+        labels: list[str] = []
+        latencies: list[float] = []
+        started, cpu_started = time.perf_counter(), time.process_time()
+        for part in parts:
+            t0 = time.perf_counter()
+            labels += score(part)
+            latencies.append(time.perf_counter() - t0)
+        timings.append(Timing(len(texts), time.perf_counter() - started, latencies, labels,
+                              time.process_time() - cpu_started))
+    best = min(timings, key=lambda t: t.seconds)
+    rates = tuple(t.items / t.seconds if t.seconds > 0 else 0.0 for t in timings)
+    return Timing(best.items, best.seconds, best.latencies, timings[0].labels, best.cpu_seconds, rates)

