@@ -98,7 +98,6 @@ class StoreSettings(_Section):
 class BatchSettings(_Section):
     max_items: int = Field(default=256, gt=0)
     max_wait_ms: int = Field(default=200, ge=0)
-    # Items waiting for the store before fetching pauses (backpressure bound).
 
 
 class ModelSettings(_Section):
