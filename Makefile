@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: system-deps setup demo test test-unit test-integration lint kafka-up kafka-down typecheck-deps clean deploy-check
+.PHONY: system-deps setup demo test test-unit test-integration lint kafka-up kafka-down typecheck-deps clean deploy-check chaos
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null || { echo "need $(PY)"; exit 1; }
@@ -40,6 +40,14 @@ test-integration: setup kafka-up
 lint: setup
 	$(BIN)/ruff check stream models export dashboards deploy tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo
+
+## chaos: a 10-minute soak on a broker of its own: random SIGKILL/SIGTERM of 3 consumers, a broker
+## restart, a 30 s store outage; prints lost = 0 and duplicated = 0 or fails (tiny models: it tests delivery)
+chaos: setup
+	$(BIN)/python -m tests.tiny_models .cache/chaos-models >/dev/null
+	$(BIN)/yuqing chaos --minutes 10 --models .cache/chaos-models/pkg-sentiment --models .cache/chaos-models/pkg-topic \
+	  --json .cache/chaos-report.json
 
 ## deploy-check: offline checks of compose, Kubernetes manifests, Dockerfiles and the cluster DDL
 deploy-check: setup

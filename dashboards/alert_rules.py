@@ -6,8 +6,9 @@ are the same two ideas as Grafana rules, for teams that route notifications thro
 * negative surge: per topic, share of negative items over the last hour > 0.5 with at least 20 items;
 * volume spike: z-score of the last hour's item count against the 168 hours before it > 3.
 
-Both read the most recent model versions.  Alert queries cannot use dashboard variables, so the
-database name is fixed at build time and the datasource is the provisioned uid.
+Both read the most recent model versions from ``scored FINAL``, so each (id, model_version) counts
+once.  Alert queries cannot use dashboard variables, so the database name is fixed at build time
+and the datasource is the provisioned uid.
 """
 
 from __future__ import annotations
@@ -51,10 +52,10 @@ SELECT (sumIf(items, b = 0) - sumIf(items, b > 0) / {n})
        / greatest(sqrt(greatest(sumIf(items * items, b > 0) / {n} - pow(sumIf(items, b > 0) / {n}, 2), 0)), 1)
        AS volume_z
 FROM (
-    SELECT intDiv(toUInt32(greatest(dateDiff('second', minute, $__toTime), 0)), 3600) AS b,
-           uniqExactMerge(items) AS items
-    FROM {db}.scored_minute
-    WHERE task = 'sentiment' AND model_version = {_latest(db, 'sentiment')} AND $__timeFilter(minute)
+    SELECT intDiv(toUInt32(greatest(dateDiff('second', published_at, $__toTime), 0)), 3600) AS b,
+           count() AS items
+    FROM {db}.scored FINAL
+    WHERE task = 'sentiment' AND model_version = {_latest(db, 'sentiment')} AND $__timeFilter(published_at)
     GROUP BY b
     HAVING b <= {n}
 )""".strip()

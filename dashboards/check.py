@@ -47,7 +47,7 @@ class CheckReport:
         out = [f"dashboards: {', '.join(self.dashboards)}"]
         out += [f"skipped: {s}" for s in self.skipped]
         if self.stale:
-            out.append("FAIL generated files differ from a fresh build (run `yuqing dashboards build`):")
+            out.append("FAIL generated files differ from a fresh build (`yuqing dashboards build`; delete stray JSON):")
             out += [f"       {p}" for p in self.stale]
         elif "freshness" not in " ".join(self.skipped):
             out.append("ok   generated files match a fresh build")

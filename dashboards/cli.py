@@ -26,12 +26,11 @@ def dashboards_group() -> None:
 @click.option("--database", help="ClickHouse database the dashboards read (default: store.database).")
 @click.pass_context
 def build_command(ctx: click.Context, out: Path, database: str | None) -> None:
-    """Write the dashboard JSON (and, into the default folder, the schema-check modules and alert rules)."""
+    """Write the dashboard JSON (and, into the default folder, the Grafana alert rules)."""
     db = database or settings_from(ctx).store.database
     default_folder = out.resolve() == artifacts.GENERATED_DIR.resolve()
+    # The alert rules belong to the repository's own build, not to a build into another folder.
     files = artifacts.artifacts(db, out_dir=out, alerts_file=artifacts.ALERTS_FILE if default_folder else None)
-    if not default_folder:  # the .ts modules and alert rules belong to the repository's own build
-        files = {p: t for p, t in files.items() if p.parent == out}
     written = artifacts.write(files)
     for path in files:
         click.echo(f"{'wrote    ' if path in written else 'unchanged'} {path}")

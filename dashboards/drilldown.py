@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dashboards import grafana as g
-from dashboards.queries import SENTIMENT, TOPIC, latest_versions, selection, table
+from dashboards.queries import SENTIMENT, TOPIC, latest_versions, options, selection
 
 UID = "yuqing-drilldown"
 WITH_SEL = "WITH" + selection()
@@ -123,12 +123,9 @@ LIMIT 500""",
                                       description="Sentiment model version (default: the latest)."))
         .with_variable(g.sql_variable("topic_model", "Topic model", latest_versions("topic"),
                                       description="Topic model version (default: the latest)."))
-        .with_variable(g.sql_variable("topic", "Topic", f"""
-SELECT DISTINCT label FROM {table('scored_minute')} WHERE {TOPIC} ORDER BY label""", multi=True))
-        .with_variable(g.sql_variable("source", "Source", f"""
-SELECT DISTINCT source FROM {table('scored_minute')} WHERE {SENTIMENT} ORDER BY source""", multi=True))
-        .with_variable(g.sql_variable("lang", "Language", f"""
-SELECT DISTINCT lang FROM {table('scored_minute')} WHERE {SENTIMENT} ORDER BY lang""", multi=True))
+        .with_variable(g.sql_variable("topic", "Topic", options("label", TOPIC), multi=True))
+        .with_variable(g.sql_variable("source", "Source", options("source", SENTIMENT), multi=True))
+        .with_variable(g.sql_variable("lang", "Language", options("lang", SENTIMENT), multi=True))
         .with_variable(g.textbox_variable(
             "keyword", "Keyword", "Case-insensitive text in the title or body (empty: everything)."))
     )

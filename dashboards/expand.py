@@ -4,7 +4,8 @@ Two steps, in Grafana's order:
 1. Template variables (Grafana's template service, in the browser): ``$var``, ``${var}``,
    ``${var:format}``, ``[[var]]``.  Without a format the ClickHouse plugin's own formatter applies
    (a list becomes ``'a','b'``, a single value is inserted as is).  A custom "All" value is inserted
-   unformatted, as Grafana does.
+   unformatted, as Grafana does, except for ``text`` ("All") and ``percentencode`` (encoded).
+   ``percentencode`` of a multi-value variable is the glob ``{a,b}`` percent-encoded.
 2. The plugin's macros (its Go backend): ``$__timeFilter(col)``, ``$__timeFilter_ms(col)``,
    ``$__dateFilter(col)``, ``$__dateTimeFilter(d, t)``/``$__dt``, ``$__timeInterval(col)``,
    ``$__timeInterval_ms(col)``, ``$__interval_s``, ``$__fromTime``, ``$__toTime`` and their ``_ms`` forms.
@@ -53,12 +54,12 @@ class QueryContext:
 
 
 # Grafana's template-service pattern: $var | [[var(:fmt)]] | ${var(.fieldPath)(:fmt)}
-_VARIABLE = re.compile(r"\$(\w+)|\[\[(\w+?)(?::(\w+))?\]\]|\$\{(\w+)(?:\.([^:^}]+))?(?::([^}]+))?\}")
+VARIABLE = re.compile(r"\$(\w+)|\[\[(\w+?)(?::(\w+))?\]\]|\$\{(\w+)(?:\.([^:^}]+))?(?::([^}]+))?\}")
 _MACRO = re.compile(r"\$__(\w+)")
 
 
 def _strict_uri(value: str) -> str:
-    """JavaScript's encodeURIComponent plus !'()* (Grafana's percentencode)."""
+    """Grafana's encodeURIComponentStrict: encodeURIComponent, then !'()* as %XX too (UTF-8 bytes)."""
     return quote(value, safe="-_.~")
 
 
@@ -96,11 +97,15 @@ def interpolate(sql: str, variables: Mapping[str, VariableValue]) -> str:
             if name.startswith("__"):  # a plugin macro (step 2)
                 return match.group(0)
             raise ExpandError(f"no value for variable ${name}")
-        if var.all_selected and var.all_value is not None and fmt not in ("text", "percentencode"):
-            return var.all_value
+        if var.all_selected and var.all_value is not None:
+            # Grafana's CustomAllValue: "All" for text, the value percent-encoded for percentencode,
+            # else the value as is (unformatted: the dashboard's own SQL).
+            if fmt == "text":
+                return "All"
+            return _strict_uri(var.all_value) if fmt == "percentencode" else var.all_value
         return _format(var.values, var.multi, fmt)
 
-    return _VARIABLE.sub(replace, sql)
+    return VARIABLE.sub(replace, sql)
 
 
 def _args(sql: str, open_at: int) -> tuple[list[str], int]:

@@ -18,6 +18,8 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
+from dashboards.queries import ALL
+
 PLUGIN_ID = "grafana-clickhouse-datasource"
 DATASOURCE_UID = "yuqing-clickhouse"
 DATASOURCE_NAME = "yuqing ClickHouse"
@@ -78,12 +80,13 @@ def database_constant(database: str) -> dashboard.ConstantVariable:
 
 
 def sql_variable(name: str, label: str, sql: str, *, multi: bool = False, all_value: str | None = None,
-                 description: str | None = None) -> dashboard.QueryVariable:
-    """A variable whose options are the first column of `sql`.
+                 description: str | None = None, per_time_range: bool = False) -> dashboard.QueryVariable:
+    """A variable whose options are the first column of `sql` (the plugin shows a second column, when
+    there is one, as each option's text); `per_time_range`: re-read when the time range changes.
 
-    Multi-value variables get an "All" option whose value is the SQL literal ``'__all__'`` (Grafana
-    inserts a custom all value unformatted), so queries test ``'__all__' IN (${v:sqlstring})``
-    instead of receiving every option.
+    Multi-value variables get an "All" option with the custom value ``__all__`` (Grafana formats a
+    custom all value only for ``text`` and ``percentencode``, which leaves it as is), so queries
+    test for it (`dashboards.queries.in_selection`) instead of receiving every option.
     """
     sql = sql.strip()
     query: dict[str, object] = {"refId": f"var-{name}", "queryType": "sql", "editorType": "sql", "rawSql": sql}
@@ -92,13 +95,14 @@ def sql_variable(name: str, label: str, sql: str, *, multi: bool = False, all_va
         .label(label)
         .datasource(datasource_ref())
         .query(query)
-        .refresh(model.VariableRefresh.ON_DASHBOARD_LOAD)
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED if per_time_range
+                 else model.VariableRefresh.ON_DASHBOARD_LOAD)
         .sort(model.VariableSort.DISABLED)
         .multi(multi)
         .include_all(multi)
     )
     if multi:
-        var = var.all_value(all_value or "'__all__'")
+        var = var.all_value(all_value or ALL)
     if description:
         var = var.description(description)
     return var
@@ -167,7 +171,9 @@ def timeseries_panel(title: str, sql: str, *, description: str, unit: str = "sho
 
 
 def table_panel(title: str, sql: str, *, description: str,
-                widths: dict[str, int] | None = None, units: dict[str, str] | None = None) -> table.Panel:
+                widths: dict[str, int] | None = None, units: dict[str, str] | None = None,
+                links: dict[str, dict[str, str]] | None = None, null_text: dict[str, str] | None = None) -> table.Panel:
+    """A table; `links`: column -> data link ({"title", "url"}); `null_text`: column -> what a NULL shows."""
     panel = (
         table.Panel()
         .title(title)
@@ -185,6 +191,11 @@ def table_panel(title: str, sql: str, *, description: str,
         panel = panel.override_by_name(name, [model.DynamicConfigValue(id_val="custom.width", value=width)])
     for name, unit in (units or {}).items():
         panel = panel.override_by_name(name, [model.DynamicConfigValue(id_val="unit", value=unit)])
+    for name, link in (links or {}).items():
+        panel = panel.override_by_name(name, [model.DynamicConfigValue(id_val="links", value=[link])])
+    for name, text in (null_text or {}).items():
+        mapping = {"type": "special", "options": {"match": "null", "result": {"text": text}}}
+        panel = panel.override_by_name(name, [model.DynamicConfigValue(id_val="mappings", value=[mapping])])
     return panel
 
 

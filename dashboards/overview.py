@@ -5,30 +5,36 @@ from __future__ import annotations
 from typing import Any
 
 from dashboards import grafana as g
-from dashboards.queries import SENTIMENT, latest_versions, sentiment_with_topic, table
+from dashboards import story
+from dashboards.queries import (
+    SENTIMENT,
+    counted,
+    latest_versions,
+    sentiment_with_topic,
+    story_items,
+    story_titles,
+    table,
+)
 
 UID = "yuqing-overview"
+TOP_STORIES = 20
 
 
 def build(database: str) -> dict[str, Any]:
     items = g.stat_panel(
         "Items",
         f"""
-SELECT uniqExactMerge(items) AS items
-FROM {table('scored_minute')}
-WHERE {SENTIMENT} AND $__timeFilter(minute)""",
+SELECT count() AS items
+FROM {table('scored')} FINAL
+WHERE {SENTIMENT} AND $__timeFilter(published_at)""",
         description="Distinct items scored by the selected sentiment model, by publication time.",
     ).span(6).height(4)
     negative_share = g.stat_panel(
         "Negative share",
         f"""
-SELECT sumIf(n, label = 'negative') / greatest(sum(n), 1) AS negative_share
-FROM (
-    SELECT label, uniqExactMerge(items) AS n
-    FROM {table('scored_minute')}
-    WHERE {SENTIMENT} AND $__timeFilter(minute)
-    GROUP BY label
-)""",
+SELECT countIf(label = 'negative') / greatest(count(), 1) AS negative_share
+FROM {table('scored')} FINAL
+WHERE {SENTIMENT} AND $__timeFilter(published_at)""",
         description="Share of items the sentiment model labels negative.",
         unit="percentunit",
         thresholds=((None, "green"), (0.4, "orange"), (0.5, "red")),
@@ -56,9 +62,9 @@ WHERE $__timeFilter(received_at)""",
     by_sentiment = g.timeseries_panel(
         "Items by sentiment",
         f"""
-SELECT $__timeInterval(minute) AS time, label AS sentiment, uniqExactMerge(items) AS items
-FROM {table('scored_minute')}
-WHERE {SENTIMENT} AND $__timeFilter(minute)
+SELECT $__timeInterval(published_at) AS time, label AS sentiment, count() AS items
+FROM {table('scored')} FINAL
+WHERE {SENTIMENT} AND $__timeFilter(published_at)
 GROUP BY time, sentiment
 ORDER BY time""",
         description="Distinct items per interval, stacked by sentiment label (publication time).",
@@ -86,17 +92,13 @@ ORDER BY negative_share DESC""",
         "Top sources",
         f"""
 SELECT source,
-       sumIf(n, label = 'negative') AS negative,
-       sumIf(n, label = 'positive') AS positive,
-       sumIf(n, label NOT IN ('negative', 'positive')) AS other
-FROM (
-    SELECT source, label, uniqExactMerge(items) AS n
-    FROM {table('scored_minute')}
-    WHERE {SENTIMENT} AND $__timeFilter(minute)
-    GROUP BY source, label
-)
+       countIf(label = 'negative') AS negative,
+       countIf(label = 'positive') AS positive,
+       countIf(label NOT IN ('negative', 'positive')) AS other
+FROM {table('scored')} FINAL
+WHERE {SENTIMENT} AND $__timeFilter(published_at)
 GROUP BY source
-ORDER BY sum(n) DESC
+ORDER BY count() DESC
 LIMIT 10""",
         description="The ten sources with most items, split by sentiment.",
         x_field="source",
@@ -128,6 +130,52 @@ LIMIT 100""",
         widths={"time": 160, "rule": 140, "severity": 80, "scope": 180, "value": 70, "threshold": 80, "items": 60},
     ).span(24).height(8)
 
+    # Ranked by items in the range; `before` counts the story's items published before the range.
+    top_stories = g.table_panel(
+        "Top stories",
+        f"""
+WITH ranked AS (
+    SELECT st.story_id AS story, count() AS items, countIf(s.label = 'negative') / count() AS negative_share,
+           {counted('s.label')} AS sentiment, {counted('s.lang')} AS languages, {counted('s.source', 5)} AS sources,
+           argMin(s.title, s.published_at) AS first_title, min(s.published_at) AS first_in_range,
+           max(s.published_at) AS last_in_range
+    FROM {story_items("id, published_at, source, lang, title, label")}
+    GROUP BY story
+    ORDER BY items DESC, story
+    LIMIT {TOP_STORIES}
+),
+earlier AS (
+    SELECT story_id AS story, count() AS before
+    FROM {table('item_stories')} FINAL
+    WHERE published_at < $__fromTime AND story_id IN (SELECT story FROM ranked)
+    GROUP BY story
+),
+known AS (
+    SELECT story_id AS story, titles, size, first_seen, last_seen
+    FROM {table('stories')} FINAL
+    WHERE story_id IN (SELECT story FROM ranked)
+)
+SELECT if(empty(k.titles), r.first_title, {story_titles('k.titles')}) AS title, r.items AS items,
+       if(ifNull(e.before, 0) = 0, NULL, r.items / e.before) AS growth,
+       greatest(k.size, r.items + ifNull(e.before, 0)) AS size, r.languages AS languages, r.sources AS sources,
+       r.sentiment AS sentiment, r.negative_share AS negative,
+       if(k.story = '', r.first_in_range, k.first_seen) AS first_seen,
+       if(k.story = '', r.last_in_range, k.last_seen) AS last_seen, r.story AS story
+FROM ranked AS r
+LEFT JOIN earlier AS e ON e.story = r.story
+LEFT JOIN known AS k ON k.story = r.story
+ORDER BY items DESC, story""",
+        description="Stories (one event across outlets and languages) with the most items in the time range: "
+                    "their representative titles, items in the range, growth (those items against the story's "
+                    "items before the range; new: it began in the range), all its items, languages and sources "
+                    "(items in the range), the sentiment mix. Click a title for the story drill-down.",
+        widths={"items": 60, "growth": 70, "size": 60, "languages": 110, "sources": 260, "sentiment": 190,
+                "negative": 80, "first_seen": 160, "last_seen": 160, "story": 120},
+        units={"growth": "percentunit", "negative": "percentunit"},
+        links={"title": story.link("title")},
+        null_text={"growth": "new"},
+    ).span(24).height(10)
+
     board = (
         g.new_dashboard(
             UID,
@@ -144,6 +192,6 @@ LIMIT 100""",
                                       description="Topic model version (default: the latest)."))
     )
     for panel in (items, negative_share, alerts_fired, dead_letters, by_sentiment, share_by_topic,
-                  top_sources, latest_negative, fired):
+                  top_sources, latest_negative, fired, top_stories):
         board = board.with_panel(panel)
     return g.as_json(board)

@@ -3,11 +3,13 @@
 Each dashboard runs in up to three scenarios:
 * ``default``: variables at their defaults (latest model versions, "All", empty keyword);
 * ``filtered``: one real item's topic, source and language picked, plus a word of its title;
-* ``hostile``: a keyword full of quotes, backslashes and SQL (it must run and change nothing).
+* ``hostile``: every variable set to a value full of quotes, backslashes, macros and SQL (it must
+  run and match nothing, since no item has that value).
 
-A panel passes when its SQL runs and returns what its visualisation needs: a DateTime first column
-in ascending order for time series (format 0), numbers for stats and bar charts, and at least one
-row in the default and filtered scenarios.
+A panel passes when every variable reaches its SQL only as ``decodeURLComponent('${v:percentencode}')``
+(constants aside), and its SQL runs and returns what its visualisation needs: a DateTime first
+column in ascending order for time series (format 0), numbers for stats and bar charts, and at least
+one row in the default and filtered scenarios.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import datetime as dt
 import itertools
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from dashboards.expand import (
+    VARIABLE,
     ExpandError,
     QueryContext,
     VariableValue,
@@ -34,6 +37,22 @@ from stream.core.errors import StoreError
 from stream.core.store import Store
 
 HOSTILE_KEYWORD = "x') OR 1=1 -- \\' \"; DROP TABLE scored; ${db} $__timeFilter(id) 100% 舆情"
+# Values no quoting but percent-encoding survives: ClickHouse reads \ as an escape inside '...'.
+HOSTILE_VALUES: tuple[str, ...] = (
+    HOSTILE_KEYWORD,
+    "'",
+    "\\",
+    "\\'",
+    "ends in a backslash \\",
+    "'); DROP TABLE scored; --",
+    "$__timeFilter(published_at) OR 1=1",
+    "${db:raw}.alerts",
+    "100% %27 %5C",
+    "two\nlines\r\n",
+    "{braces}",
+    "舆情 · 監測 🚨",
+)
+_ENCODED = re.compile(r"decodeURLComponent\('\$\{(\w+):percentencode\}'\)")
 _NUMERIC = re.compile(r"^(U?Int\d+|Float\d+|Decimal.*)$")
 
 
@@ -145,7 +164,7 @@ def _variable_sql(var: Mapping[str, Any]) -> str:
 
 
 def _resolve_variables(store: Store, data: Mapping[str, Any], ctx: QueryContext, scenario: str,
-                       picks: Mapping[str, str]) -> tuple[dict[str, VariableValue], list[str]]:
+                       picks: Mapping[str, str | Sequence[str]]) -> tuple[dict[str, VariableValue], list[str]]:
     """Variables in dashboard order (later ones may use earlier ones), as `scenario` sets them."""
     values: dict[str, VariableValue] = {}
     problems: list[str] = []
@@ -158,7 +177,8 @@ def _resolve_variables(store: Store, data: Mapping[str, Any], ctx: QueryContext,
             values[name] = VariableValue((store.database if name == "db" else str(var.get("query", "")),))
         elif kind == "textbox":
             default = str(var.get("query") or "")
-            values[name] = VariableValue((picks.get(name, default) if scenario != "default" else default,))
+            text = picks.get(name, default) if scenario != "default" else default
+            values[name] = VariableValue((text if isinstance(text, str) else ",".join(text),))
         elif kind in ("custom", "query"):
             try:
                 if kind == "custom":
@@ -168,14 +188,14 @@ def _resolve_variables(store: Store, data: Mapping[str, Any], ctx: QueryContext,
             except (ExpandError, StoreError) as exc:
                 problems.append(f"variable ${name}: {exc}")
                 options = []
-            if not options:
+            pick = picks.get(name) if scenario != "default" else None
+            if not options and pick is None:  # a picked value needs no options (a hostile one has none)
                 problems.append(f"variable ${name} has no options")
                 options = [""]
             multi = bool(var.get("multi"))
-            pick = picks.get(name) if scenario != "default" else None
             if pick is not None:
-                values[name] = VariableValue((pick,), multi=multi)
-            elif multi and var.get("includeAll") and scenario == "default":
+                values[name] = VariableValue((pick,) if isinstance(pick, str) else tuple(pick), multi=multi)
+            elif multi and var.get("includeAll") and scenario in ("default", "picked"):
                 values[name] = VariableValue(tuple(options), multi=True, all_selected=True,
                                              all_value=var.get("allValue") or None)
             else:
@@ -217,41 +237,80 @@ def _picks(store: Store, values: Mapping[str, VariableValue], ctx: QueryContext)
     return {"source": source, "lang": lang, "topic": topic_label, "keyword": _keyword_of(title)}
 
 
+def unsafe_references(sql: str, constants: frozenset[str]) -> list[str]:
+    """Variable references that do not reach SQL as ``decodeURLComponent('${v:percentencode}')``."""
+    spans = [m.span(0) for m in _ENCODED.finditer(sql)]
+    found = []
+    for match in VARIABLE.finditer(sql):
+        name = match.group(1) or match.group(2) or match.group(4)
+        if name.startswith("__") or name in constants:  # Grafana's globals and the plugin's macros; constants
+            continue
+        if not any(a <= match.start() and match.end() <= b for a, b in spans):
+            found.append(match.group(0))
+    return found
+
+
+def _constants(data: Mapping[str, Any]) -> frozenset[str]:
+    return frozenset(v.get("name", "") for v in data.get("templating", {}).get("list", [])
+                     if v.get("type") in ("constant", "datasource"))
+
+
 # -- dashboards ------------------------------------------------------------------------------
-def check_dashboard(store: Store, name: str, data: Mapping[str, Any], now: dt.datetime) -> list[QueryResultCheck]:
-    time_range = data.get("time") or {"from": "now-24h", "to": "now"}
-    try:
-        start = resolve_relative(time_range["from"], now)
-        end = resolve_relative(time_range["to"], now)
-    except ExpandError as exc:
-        return [QueryResultCheck(name, "time range", "-", False, problem=str(exc))]
-    base = QueryContext(start, end, auto_interval(start, end), {})
-    has_textbox = any(v.get("type") == "textbox" for v in data.get("templating", {}).get("list", []))
-    results: list[QueryResultCheck] = []
-    defaults, problems = _resolve_variables(store, data, base, "default", {})
-    picks = _picks(store, defaults, base)
-    scenarios: list[tuple[str, dict[str, str]]] = [("default", {})]
-    variables = data.get("templating", {}).get("list", [])
-    if any(v.get("name") in picks or v.get("multi") for v in variables):
-        scenarios.append(("filtered", picks))
-    if has_textbox:
-        scenarios.append(("hostile", {**picks, "keyword": HOSTILE_KEYWORD}))
-    for scenario, scenario_picks in scenarios:
-        if scenario == "default":
-            values = defaults
-        else:
-            values, more = _resolve_variables(store, data, base, scenario, scenario_picks)
-            problems += more
-        for problem in dict.fromkeys(problems):
-            results.append(QueryResultCheck(name, "variables", scenario, False, problem=problem))
-        problems = []
-        for panel in panels_of(data):
-            results.extend(_check_panel(store, name, panel, base, values, scenario))
+def _base_context(data: Mapping[str, Any], now: dt.datetime, span: dt.timedelta | None = None) -> QueryContext:
+    if span is not None:
+        start, end = now - span, now
+    else:
+        time_range = data.get("time") or {"from": "now-24h", "to": "now"}
+        start, end = resolve_relative(time_range["from"], now), resolve_relative(time_range["to"], now)
+    return QueryContext(start, end, auto_interval(start, end), {})
+
+
+def _scenario(store: Store, name: str, data: Mapping[str, Any], base: QueryContext, scenario: str,
+              picks: Mapping[str, str | Sequence[str]],
+              resolved: tuple[dict[str, VariableValue], list[str]] | None = None,
+              strict: bool = True) -> list[QueryResultCheck]:
+    values, problems = resolved or _resolve_variables(store, data, base, scenario, picks)
+    results = [QueryResultCheck(name, "variables", scenario, False, problem=p) for p in dict.fromkeys(problems)]
+    constants = _constants(data) if strict else None
+    for panel in panels_of(data):
+        results.extend(_check_panel(store, name, panel, base, values, scenario, constants))
     return results
 
 
+def check_dashboard(store: Store, name: str, data: Mapping[str, Any], now: dt.datetime) -> list[QueryResultCheck]:
+    try:
+        base = _base_context(data, now)
+    except ExpandError as exc:
+        return [QueryResultCheck(name, "time range", "-", False, problem=str(exc))]
+    defaults = _resolve_variables(store, data, base, "default", {})
+    picks = _picks(store, defaults[0], base)
+    results = _scenario(store, name, data, base, "default", {}, defaults)
+    variables = data.get("templating", {}).get("list", [])
+    if any(v.get("name") in picks or v.get("multi") for v in variables):
+        results += _scenario(store, name, data, base, "filtered", picks)
+    hostile = {v.get("name", ""): HOSTILE_KEYWORD for v in variables if v.get("type") in ("query", "custom", "textbox")}
+    if hostile:
+        results += _scenario(store, name, data, base, "hostile", hostile)
+    for var in variables:
+        if unsafe := unsafe_references(_variable_sql(var), _constants(data)):
+            results.append(QueryResultCheck(name, f"variable ${var.get('name')}", "-", False,
+                                            problem=f"not percent-encoded: {', '.join(unsafe)}"))
+    return results
+
+
+def run_with(store: Store, name: str, data: Mapping[str, Any], now: dt.datetime,
+             picks: Mapping[str, str | Sequence[str]], span: dt.timedelta | None = None,
+             strict: bool = True) -> list[QueryResultCheck]:
+    """Every panel with the given variables set (a sequence: several values picked), the others at
+    their defaults (All, the latest model versions, an empty keyword), over the dashboard's time
+    range or the `span` ending `now`.  ``strict=False`` runs SQL that takes variables unencoded."""
+    return _scenario(store, name, data, _base_context(data, now, span), "picked", picks, strict=strict)
+
+
 def _check_panel(store: Store, name: str, panel: Mapping[str, Any], base: QueryContext,
-                 values: Mapping[str, VariableValue], scenario: str) -> list[QueryResultCheck]:
+                 values: Mapping[str, VariableValue], scenario: str,
+                 constants: frozenset[str] | None) -> list[QueryResultCheck]:
+    """One panel's targets; `constants` None: variables need not be percent-encoded."""
     label = f"#{panel.get('id', '?')} {panel.get('title', '(untitled)')}"
     out: list[QueryResultCheck] = []
     targets = [t for t in panel.get("targets", []) if not t.get("hide")]
@@ -270,7 +329,10 @@ def _check_panel(store: Store, name: str, panel: Mapping[str, Any], base: QueryC
         check = QueryResultCheck(name, label + ref, scenario, False)
         started = time.perf_counter()
         try:
-            check.sql = expand(str(target.get("rawSql", "")), ctx)
+            raw = str(target.get("rawSql", ""))
+            if constants is not None and (unsafe := unsafe_references(raw, constants)):
+                raise ExpandError(f"variables not percent-encoded: {', '.join(unsafe)}")
+            check.sql = expand(raw, ctx)
             check.columns, rows = _run(store, check.sql)
         except (ExpandError, StoreError) as exc:
             check.problem = str(exc)

@@ -1,4 +1,4 @@
-"""Realistic synthetic rows written straight into a Store: scored items, dead letters, pipeline stats, alerts.
+"""Realistic synthetic rows written straight into a Store: scored items, stories, dead letters, pipeline stats, alerts.
 
 The dashboards' SQL check and the tests use this instead of Kafka and a model.  The layout follows
 what the pipeline writes: one ``scored`` row per (item id, model version) and task, a stats row per
@@ -8,18 +8,36 @@ letters keyed by their source offset.  Everything is deterministic for a given s
 Planted patterns make checks meaningful: a newer sentiment model that replayed the early part of the
 range (so "latest version" matters), re-delivered rows that only ``FINAL`` collapses, and optional
 negative surges (a burst of mostly negative items on one topic) with the alerts they fire.
+
+Stories follow what the stories job writes (``item_stories``, ``stories``): items of one event
+(same topic, headline and place, in both languages, within two days) share a story whose id is its
+first item's id; a later item of the story with the same title and language is a near-duplicate of
+the first one; a surge is one story.  The newest items (``story_lag``) are not assigned yet, and
+some rows are written twice (an older ``stories`` row, a re-written assignment) so that only
+``FINAL`` reads them right.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import random
 from collections import Counter, defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from stream.core.schema import ALERT_COLUMNS, DEAD_LETTER_COLUMNS, PIPELINE_STATS_COLUMNS, SCORED_COLUMNS
+import numpy as np
+
+from stream.core.schema import (
+    ALERT_COLUMNS,
+    DEAD_LETTER_COLUMNS,
+    EMBEDDING_DIM,
+    ITEM_STORY_COLUMNS,
+    PIPELINE_STATS_COLUMNS,
+    SCORED_COLUMNS,
+    STORY_COLUMNS,
+)
 from stream.core.store import Store
 
 TOPICS: tuple[str, ...] = ("markets", "regulation", "public health", "labour", "environment", "technology")
@@ -133,6 +151,8 @@ class SyntheticSpec:
     kafka_topic: str = "news"
     group_id: str = "yuqing"
     write_alerts: bool = True  # one fired alert per planted surge
+    write_stories: bool = True
+    story_lag: dt.timedelta = dt.timedelta(minutes=3)  # items this close to `end` have no story yet
 
 
 @dataclass(frozen=True)
@@ -149,6 +169,25 @@ class SyntheticItem:
     offset: int
     topic: str
     sentiment: str
+    event: str = ""  # what the item reports on: items of one event form one story
+    story_id: str = ""  # '' until the stories job has assigned it
+    duplicate_of: str = ""
+
+
+@dataclass(frozen=True)
+class StoryMember:
+    """One item as the stories job assigns it: what `story_rows` turns into table rows."""
+
+    id: str
+    story_id: str
+    published_at: dt.datetime
+    source: str
+    lang: str
+    title: str
+    sentiment: str
+    duplicate_of: str = ""
+    similarity: float = 1.0
+    assigned_at: dt.datetime | None = None  # default: a minute after publication
 
 
 @dataclass
@@ -161,6 +200,7 @@ class SyntheticSummary:
     dead_letters: int = 0
     stats_rows: int = 0
     alerts: int = 0
+    stories: int = 0
     dead_letters_by_kind: Counter[str] = field(default_factory=Counter)
 
     def count(self, *, topic: str | None = None, sentiment: str | None = None,
@@ -208,6 +248,10 @@ def write_synthetic(store: Store, spec: SyntheticSpec) -> SyntheticSummary:
         alerts = _alerts(spec, items)
         store.insert("alerts", alerts, ALERT_COLUMNS)
         summary.alerts = len(alerts)
+
+    if spec.write_stories:
+        summary.items = _assign_stories(spec, items, end)
+        summary.stories = write_story_rows(store, _members(spec, summary.items), rewrite_seed=spec.seed)
     return summary
 
 
@@ -223,27 +267,31 @@ def _diurnal_time(rng: random.Random, start: dt.datetime, end: dt.datetime) -> d
 
 
 def _items(rng: random.Random, spec: SyntheticSpec, start: dt.datetime, end: dt.datetime) -> list[SyntheticItem]:
-    planned: list[tuple[dt.datetime, str, str]] = []  # published_at, topic, sentiment
+    planned: list[tuple[dt.datetime, str, str, str]] = []  # published_at, topic, sentiment, surge event
     for _ in range(spec.items):
         topic = rng.choice(TOPICS)
-        planned.append((_diurnal_time(rng, start, end), topic, _sentiment(rng, NEGATIVE_RATE[topic], spec)))
-    for surge in spec.surges:
+        planned.append((_diurnal_time(rng, start, end), topic, _sentiment(rng, NEGATIVE_RATE[topic], spec), ""))
+    for k, surge in enumerate(spec.surges):
         s_start = utc(surge.start)
         for _ in range(surge.items):
             t = s_start + dt.timedelta(seconds=rng.random() * surge.duration.total_seconds())
             if start <= t < end:
-                planned.append((t, surge.topic, _sentiment(rng, surge.negative_share, spec)))
+                planned.append((t, surge.topic, _sentiment(rng, surge.negative_share, spec), f"surge-{k}"))
     planned.sort(key=lambda p: p[0])
 
     weights = [s[3] for s in SOURCES]
     next_offset = [0] * spec.partitions
     items = []
-    for n, (published, topic, sentiment) in enumerate(planned):
+    for n, (published, topic, sentiment, surge_event) in enumerate(planned):
         name, lang, host, _ = rng.choices(SOURCES, weights)[0]
         polarity = "-" if sentiment == "negative" else "+"
-        title = rng.choice(_HEADLINES[(topic, lang, polarity)]).format(
-            place=rng.choice(_PLACES[lang]), n=rng.randint(2, 9)
-        )
+        # The English and Chinese headlines and places are parallel lists: the same indices are the
+        # same event in either language.
+        headlines, places = _HEADLINES[(topic, lang, polarity)], _PLACES[lang]
+        headline, place = rng.choice(headlines), rng.choice(places)
+        title = headline.format(place=place, n=rng.randint(2, 9))
+        two_days = int((published - start) / dt.timedelta(days=2))
+        event = surge_event or (f"{topic}|{polarity}|{headlines.index(headline)}|{places.index(place)}|{two_days}")
         text_polarity = polarity if sentiment != "neutral" else rng.choice("+-")
         text = _TEXT[(lang, text_polarity)].format(title=title, source=name)
         partition = rng.randrange(spec.partitions)
@@ -265,9 +313,92 @@ def _items(rng: random.Random, spec: SyntheticSpec, start: dt.datetime, end: dt.
                 offset=offset,
                 topic=topic,
                 sentiment=sentiment,
+                event=event,
             )
         )
     return items
+
+
+# -- stories ---------------------------------------------------------------------------------
+def _assign_stories(spec: SyntheticSpec, items: list[SyntheticItem], end: dt.datetime) -> list[SyntheticItem]:
+    """The items with their story and near-duplicate set, as the stories job would by `end`."""
+    first_of_event: dict[str, str] = {}
+    first_of_title: dict[tuple[str, str, str], str] = {}
+    out = []
+    for it in items:  # in publication order
+        if it.published_at >= end - spec.story_lag:
+            out.append(it)
+            continue
+        story = first_of_event.setdefault(it.event, it.id)
+        original = first_of_title.setdefault((story, it.lang, it.title), it.id)
+        out.append(replace(it, story_id=story, duplicate_of="" if original == it.id else original))
+    return out
+
+
+def _members(spec: SyntheticSpec, items: list[SyntheticItem]) -> list[StoryMember]:
+    rng = random.Random(f"{spec.seed}-stories")  # apart from the main generator: other rows stay as they were
+    return [
+        StoryMember(it.id, it.story_id, it.published_at, it.source, it.lang, it.title, it.sentiment,
+                    duplicate_of=it.duplicate_of,
+                    similarity=1.0 if it.id == it.story_id else round(rng.uniform(0.93, 0.99) if it.duplicate_of
+                                                                       else rng.uniform(0.4, 0.9), 4),
+                    assigned_at=it.ingested_at + dt.timedelta(seconds=rng.uniform(20, 120)))
+        for it in items
+        if it.story_id
+    ]
+
+
+def _vector(key: str) -> np.ndarray:
+    seed = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+    return np.random.default_rng(seed).standard_normal(EMBEDDING_DIM)
+
+
+def _embedding(story_id: str, item_id: str) -> list[float]:
+    """A unit vector near its story's own: the items of one story are each other's nearest."""
+    v = _vector(story_id) + 0.6 * _vector(item_id)
+    return [float(x) for x in (v / np.linalg.norm(v)).astype(np.float32)]
+
+
+def story_rows(members: Iterable[StoryMember]) -> tuple[list[list[Any]], list[list[Any]]]:
+    """The `item_stories` rows and the `stories` rows (one per story) of assigned items, in
+    ITEM_STORY_COLUMNS and STORY_COLUMNS order.  A story's representative title in a language is
+    its earliest item's there that is no near-duplicate."""
+    items: list[list[Any]] = []
+    stories: dict[str, list[StoryMember]] = defaultdict(list)
+    for m in sorted(members, key=lambda m: (utc(m.published_at), m.id)):
+        assigned = m.assigned_at or m.published_at + dt.timedelta(minutes=1)
+        items.append([m.id, m.story_id, m.duplicate_of, m.similarity, m.published_at, m.source, m.lang, m.title,
+                      "synthetic", _embedding(m.story_id, m.id), assigned])
+        stories[m.story_id].append(replace(m, assigned_at=assigned))
+    rows: list[list[Any]] = []
+    for story_id, group in stories.items():
+        titles: dict[str, str] = {}
+        for m in group:
+            if not m.duplicate_of:
+                titles.setdefault(m.lang, m.title)
+        rows.append([story_id, group[0].published_at, group[-1].published_at, len(group),
+                     sum(bool(m.duplicate_of) for m in group), list(dict.fromkeys(m.source for m in group)),
+                     list(dict.fromkeys(m.lang for m in group)), titles, dict(Counter(m.sentiment for m in group)),
+                     [], max(m.assigned_at for m in group if m.assigned_at)])
+    return items, rows
+
+
+def write_story_rows(store: Store, members: Sequence[StoryMember], rewrite_seed: int | None = None) -> int:
+    """Insert what the stories job writes for `members`; returns the number of stories.
+
+    With `rewrite_seed`, about one story in five also gets an older `stories` row (fewer items, an
+    earlier update) and one assignment in twenty is written twice: only FINAL reads them right."""
+    items, stories = story_rows(members)
+    store.insert("item_stories", items, ITEM_STORY_COLUMNS)
+    store.insert("stories", stories, STORY_COLUMNS)
+    if rewrite_seed is not None:
+        rng = random.Random(f"{rewrite_seed}-rewrites")
+        older = [[*row[:3], max(row[3] - 1, 1), *row[4:10], row[10] - dt.timedelta(minutes=5)]
+                 for row in stories if rng.random() < 0.2]
+        again = [[*row[:10], row[10] + dt.timedelta(minutes=1)] for row in items if rng.random() < 0.05]
+        store.insert("stories", older, STORY_COLUMNS)
+        store.insert("item_stories", again, ITEM_STORY_COLUMNS)
+    return len(stories)
 
 
 def _sentiment(rng: random.Random, negative_rate: float, spec: SyntheticSpec) -> str:
@@ -350,7 +481,7 @@ def _dead_letters(rng: random.Random, spec: SyntheticSpec, items: list[Synthetic
         next_offset[it.partition] += 1
         at = it.ingested_at + dt.timedelta(seconds=rng.uniform(1, 30))
         rows.append([spec.kafka_topic, it.partition, offset, at, kind, f"{kind}: synthetic bad message",
-                     _BAD_RAW[kind], at + dt.timedelta(seconds=rng.uniform(0.1, 3))])
+                     _BAD_RAW[kind], at + dt.timedelta(seconds=rng.uniform(0.1, 3)), "sent", ""])
     return rows
 
 
@@ -402,3 +533,61 @@ def _alerts(spec: SyntheticSpec, items: list[SyntheticItem]) -> list[list[Any]]:
                      f"negative share {share:.0%} over {len(inside)} items on {surge.topic}",
                      w_end + dt.timedelta(minutes=1)])
     return rows
+
+
+# -- bulk ------------------------------------------------------------------------------------
+def write_bulk_scored(store: Store, spec: SyntheticSpec) -> int:
+    """`spec.items` items' scored rows generated inside the engine (INSERT ... SELECT FROM numbers()).
+
+    Millions of rows in seconds, for timing the panels: the same layout as `write_synthetic` (hashed
+    ids, both tasks, the previous sentiment model on the replayed share, `duplicate_share`
+    re-deliveries with a later scored_at), with plain generated titles.  Returns the rows written.
+    """
+    start, end = utc(spec.start), utc(spec.end)
+    if end <= start:
+        raise ValueError("synthetic range is empty: end must be after start")
+    span_ms = int((end - start).total_seconds() * 1000)
+    replay_ms = int(span_ms * spec.replayed_share) if spec.previous_sentiment_version else 0
+    names = [s[0] for s in SOURCES]
+    langs = [s[1] for s in SOURCES]
+    negative = sum(NEGATIVE_RATE.values()) / len(NEGATIVE_RATE)
+    before = store.scalar(f"SELECT count() FROM {store.database}.scored")
+    params = {
+        "n": spec.items, "seed": spec.seed, "start": int(start.timestamp() * 1000), "span": span_ms,
+        "replay": replay_ms, "sources": names, "langs": langs, "topics": list(TOPICS),
+        "negative": int(negative * 1000), "dup": int(spec.duplicate_share * 1000),
+        "v_new": spec.sentiment_version, "v_old": spec.previous_sentiment_version or "", "v_topic": spec.topic_version,
+    }
+    # Re-deliveries go in a second insert: one insert block is collapsed on the way in.
+    for copy in (0, 1):
+        store.command(_BULK_SQL.format(db=store.database, columns=", ".join(SCORED_COLUMNS)), {**params, "copy": copy})
+    return int(store.scalar(f"SELECT count() FROM {store.database}.scored")) - int(before)
+
+
+_BULK_SQL = """
+        INSERT INTO {db}.scored ({columns})
+        SELECT id, source, concat('https://bulk.example/', id), title, concat(title, '. ', source), lang,
+               published_at, published_at + toIntervalSecond(3), 'news', toUInt32(number % 6), number,
+               job.1, concat(job.1, '-bulk'), job.2, job.3, score, map(job.3, score), false,
+               published_at + toIntervalMillisecond(4000 + copy * 60000 + if(job.2 = {{v_new:String}}
+                   AND offset_ms < {{replay:UInt64}}, {{replay:UInt64}} - offset_ms + 600000, 0))
+        FROM (
+            SELECT number, lower(hex(cityHash64(number, {{seed:UInt64}}))) AS id,
+                   cityHash64(number, {{seed:UInt64}}, 1) % {{span:UInt64}} AS offset_ms,
+                   fromUnixTimestamp64Milli(toInt64({{start:Int64}} + offset_ms), 'UTC') AS published_at,
+                   cityHash64(number, {{seed:UInt64}}, 2) % length({{sources:Array(String)}}) + 1 AS s,
+                   {{sources:Array(String)}}[s] AS source, {{langs:Array(String)}}[s] AS lang,
+                   {{topics:Array(String)}}[
+                       cityHash64(number, {{seed:UInt64}}, 3) % length({{topics:Array(String)}}) + 1] AS topic,
+                   if(cityHash64(number, {{seed:UInt64}}, 4) % 1000 < {{negative:UInt32}}, 'negative', 'positive')
+                       AS sentiment,
+                   concat('Bulk headline ', toString(number % 9973), ' on ', topic) AS title,
+                   toFloat32(0.62 + (cityHash64(number, {{seed:UInt64}}, 6) % 370) / 1000) AS score,
+                   {{copy:UInt8}} AS copy,
+                   arrayJoin(arrayConcat(
+                       [('sentiment', {{v_new:String}}, sentiment), ('topic', {{v_topic:String}}, topic)],
+                       if({{v_old:String}} != '' AND offset_ms < {{replay:UInt64}},
+                          [('sentiment', {{v_old:String}}, sentiment)], []))) AS job
+            FROM numbers({{n:UInt64}})
+            WHERE copy = 0 OR cityHash64(number, {{seed:UInt64}}, 5) % 1000 < {{dup:UInt32}}
+        )"""

@@ -5,16 +5,19 @@
 * compose: ``docker compose config`` (the compose plugin, else the standalone ``docker-compose``
   binary from the dev extra; neither needs an engine), then the rendered model: pinned images,
   health checks, restart policies, named volumes, the GPU reservation, secrets only from .env,
+  Grafana's data source logging in as a readonly = 1 user of ClickHouse's users.d (not the writer),
   every yuqing command parsed by the real CLI and every environment loaded into the real Settings.
 * k8s: every manifest, with the generated ConfigMap and Secret, against the Kubernetes JSON
   schemas (kubernetes-validate, strict); ``kubectl kustomize`` output too where kubectl exists;
-  then the GPU limit, probes, metrics port, grace period, references, CLI args and config files.
+  then the GPU limit, probes, metrics port, grace period, references, CLI args and config files,
+  and the readonly = 1 Grafana user (ConfigMap yuqing-clickhouse-users, its password in the Secret).
 * docker: Dockerfiles parsed by BuildKit's own parser (the ``dockerfile`` package): multi-stage,
   pinned bases, non-root user, /models volume, COPY sources present, CUDA matching onnxruntime.
 * ddl: ``yuqing db init --cluster`` statements parsed by ClickHouse (chdb) and dry-run on a server
   configured with the macros and the cluster: Replicated tables must fail only for want of
-  Keeper, everything else must be created; the materialized view must feed the local aggregate,
-  and every table's columns must equal the single-node schema's.
+  Keeper, everything else must be created; two deliveries of one item (another published_at and
+  label) must collapse to one row of ``scored_local``, and every table's columns must equal the
+  single-node schema's.
 
 Exit status 1 when any check finds a problem.
 """
@@ -31,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -305,6 +309,7 @@ def _check_compose_model(
     if "grafana-clickhouse-datasource" not in str(grafana.get("environment", {}).get("GF_INSTALL_PLUGINS")):
         result.problem("compose: grafana does not install grafana-clickhouse-datasource")
     _check_grafana_provisioning(grafana, result)
+    _check_grafana_reader(services, result)
 
     # Every yuqing container: its command parses with the real CLI, its environment loads.
     for name, svc in services.items():
@@ -356,6 +361,55 @@ def _check_grafana_provisioning(grafana: dict[str, Any], result: Result) -> None
             folder = str((provider.get("options") or {}).get("path", ""))
             if folder and not any(folder == t or folder.startswith(str(t).rstrip("/") + "/") for t in mounts):
                 result.problem(f"compose: grafana: dashboard provider path {folder} is not mounted")
+
+
+def readonly_users(xml_text: str) -> dict[str, str]:
+    """Users of a ClickHouse users.d file whose profile sets readonly = 1 -> the env var of their password.
+
+    A user with a password written into the file, or with access management, is not counted.
+    """
+    root = ET.fromstring(xml_text)
+    profiles = {p.tag for p in root.findall("profiles/*") if (p.findtext("readonly") or "").strip() == "1"}
+    found = {}
+    for user in root.findall("users/*"):
+        password = user.find("password")
+        env = password.get("from_env") if password is not None else None
+        managing = (user.findtext("access_management") or "0").strip() != "0"
+        if user.findtext("profile") in profiles and env and not (password is not None and password.text) \
+                and not managing:
+            found[user.tag] = env
+    return found
+
+
+def _check_grafana_reader(services: dict[str, Any], result: Result) -> None:
+    """Grafana's data source logs in as a readonly = 1 user that the ClickHouse service defines."""
+    grafana, clickhouse = services.get("grafana", {}), services.get("clickhouse", {})
+    mounts = {v.get("target"): Path(v["source"]) for v in grafana.get("volumes", []) if v.get("type") == "bind"}
+    source = mounts.get("/etc/grafana/provisioning")
+    env = grafana.get("environment") or {}
+    readers: dict[str, str] = {}
+    for volume in clickhouse.get("volumes", []):
+        target = str(volume.get("target", ""))
+        path = Path(str(volume.get("source", "")))
+        if volume.get("type") == "bind" and target.startswith("/etc/clickhouse-server/users.d/") and path.is_file():
+            try:  # a missing source is reported with the other bind mounts
+                readers.update(readonly_users(path.read_text()))
+            except ET.ParseError as exc:
+                result.problem(f"compose: clickhouse: {path.name} is not valid XML: {exc}")
+    files = sorted(source.glob("datasources/*.y*ml")) if source else []
+    if not files:
+        result.problem("compose: grafana: no provisioned data source to check the ClickHouse account of")
+    for path in files:
+        for datasource in (yaml.safe_load(path.read_text()) or {}).get("datasources", []):
+            username = str((datasource.get("jsonData") or {}).get("username", ""))
+            ref = re.fullmatch(r"\$\{?([A-Z][A-Z0-9_]*)\}?", username)
+            user = str(env.get(ref[1], "")) if ref else ""
+            writer = str((clickhouse.get("environment") or {}).get("CLICKHOUSE_USER", ""))
+            if user not in readers or user == writer:
+                result.problem(f"compose: grafana: {path.name} logs in as {user or '?'!r}, not a readonly = 1 user "
+                               f"of clickhouse's users.d (readonly users: {sorted(readers) or 'none'})")
+            elif readers[user] not in (clickhouse.get("environment") or {}):
+                result.problem(f"compose: clickhouse lacks {readers[user]}, the password of {user}")
 
 
 def _raw_env(svc: dict[str, Any]) -> dict[str, Any]:
@@ -469,6 +523,13 @@ def check_k8s(directory: Path = K8S_DIR) -> Result:
     claims = by_kind.get("PersistentVolumeClaim", {})
     image_names = {i.get("name") for i in kustomization.get("images", [])}
     config_dir = directory / "config"
+
+    users = config_maps.get("yuqing-clickhouse-users", {}).get("data", {})
+    readers = {u: env for text in users.values() for u, env in readonly_users(text).items()}
+    if not readers:
+        result.problem("k8s: no ConfigMap yuqing-clickhouse-users with a readonly = 1 user for Grafana")
+    for env in sorted(set(readers.values()) - set(secrets.get("yuqing-secrets", {}).get("stringData", {}))):
+        result.problem(f"k8s: the Secret yuqing-secrets has no {env} (a read-only user's password)")
 
     workloads = {**by_kind.get("Deployment", {}), **by_kind.get("Job", {})}
     for name in ("yuqing-consumer", "yuqing-ingest", "yuqing-alerts", "yuqing-db-init"):
@@ -776,8 +837,8 @@ def _dry_run(statements: Sequence[str], query: Callable[[str], str], result: Res
             if not target or target[1] != database or target[2] not in tables:
                 result.problem(f"ddl: Distributed table {name} does not point at a local table ({full})")
     _compare_with_single_node(database, tables, migrations, query, result)
-    if "scored_local" in tables and "scored_minute_local" in tables:
-        _check_view_feeds_local(database, query, result)
+    if "scored_local" in tables:
+        _check_deliveries_collapse(database, query, result)
 
 
 def _columns(query: Callable[[str], str], database: str, table: str) -> list[tuple[str, str]]:
@@ -806,17 +867,17 @@ def _compare_with_single_node(
                 result.problem(f"ddl: {candidate} does not have the columns of the single-node {table}")
 
 
-def _check_view_feeds_local(database: str, query: Callable[[str], str], result: Result) -> None:
-    """Rows written to scored_local reach scored_minute_local through the view, deduplicated by id."""
+def _check_deliveries_collapse(database: str, query: Callable[[str], str], result: Result) -> None:
+    """Two deliveries of one (id, model_version) with another published_at and label: one row under FINAL."""
     # Stamped now, so that no TTL the schema was given has expired them.
     query(
-        f"INSERT INTO {database}.scored_local (id, published_at, task, model_version, source, lang, label) "
-        "SELECT id, toStartOfMinute(now64(3)), 'sentiment', 'v1', 's', 'zh', 'negative' "
-        "FROM values('id String', 'a', 'a', 'b')"
+        f"INSERT INTO {database}.scored_local (id, published_at, task, model_version, label, scored_at) "
+        "SELECT 'a', now64(3) - toIntervalHour(number * 2), 'sentiment', 'v1', "
+        "['negative', 'positive'][number + 1], now64(3) + toIntervalSecond(number) FROM numbers(2)"
     )
-    rows = _rows(query, f"SELECT uniqExactMerge(items) FROM {database}.scored_minute_local")
-    if not rows or int(rows[0][0]) != 2:
-        result.problem(f"ddl: the view did not feed scored_minute_local from scored_local (got {rows})")
+    rows = _rows(query, f"SELECT count(), any(label) FROM {database}.scored_local FINAL")
+    if not rows or int(rows[0][0]) != 1 or rows[0][1] != "positive":
+        result.problem(f"ddl: two deliveries of one item stay apart in scored_local (FINAL gives {rows})")
 
 
 # ---------------------------------------------------------------------------------------------

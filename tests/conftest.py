@@ -81,14 +81,6 @@ def store(store_settings: StoreSettings) -> Iterator[Store]:
 @pytest.fixture(scope="session")
 def tiny_packages(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Two real ONNX model packages (sentiment, topic) exported from tiny random BERTs, gate passed."""
-    from export.package import ExportOptions, build_package
-    from tests.tiny_models import save_tiny_classifier
+    from tests.tiny_models import build_tiny_packages
 
-    root = tmp_path_factory.mktemp("packages")
-    out = []
-    for task, labels in (("sentiment", ("negative", "positive")), ("topic", ("economy", "health", "politics"))):
-        ckpt = save_tiny_classifier(root / f"ckpt-{task}", labels, seed=len(labels))
-        pkg = root / f"pkg-{task}"
-        build_package(ExportOptions(model_dir=ckpt, out=pkg, name=f"tiny-{task}", task=task, progress=False))
-        out.append(pkg)
-    return out
+    return build_tiny_packages(tmp_path_factory.mktemp("packages"))

@@ -1,9 +1,10 @@
-"""A local feed server on 127.0.0.1 (http.server in a thread) and RSS / Atom builders."""
+"""A local feed server on loopback (http.server in a thread) and RSS / Atom builders."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -22,12 +23,15 @@ class Route:
     etag: str | None = None
     last_modified: str | None = None
     delay: float = 0.0  # seconds before answering (a feed that times out)
+    trickle: float = 0.0  # seconds between single bytes of the body (a server that trickles)
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. Location for a redirect
 
 
 @dataclass
 class Request:
     path: str
     headers: dict[str, str]
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -35,9 +39,12 @@ class FeedServer:
     routes: dict[str, Route] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     port: int = 0
+    host: str = "127.0.0.1"
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+    def url(self, path: str, host: str | None = None) -> str:
+        """The URL of `path`; `host` spells the server's address another way (e.g. localhost)."""
+        host = host or (f"[{self.host}]" if ":" in self.host else self.host)
+        return f"http://{host}:{self.port}{path}"
 
     def set(self, path: str, body: str | bytes, **kwargs: Any) -> str:
         data = body.encode("utf-8") if isinstance(body, str) else body
@@ -73,10 +80,17 @@ def _handler(server: FeedServer) -> type[BaseHTTPRequestHandler]:
                 self.send_header("ETag", route.etag)
             if route.last_modified:
                 self.send_header("Last-Modified", route.last_modified)
+            for name, value in route.headers.items():
+                self.send_header(name, value)
             self.end_headers()
-            # The client may have given up already (the timeout test).
+            # The client may have given up already (the timeout tests).
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                self.wfile.write(route.body)
+                if not route.trickle:
+                    self.wfile.write(route.body)
+                for i in range(len(route.body) if route.trickle else 0):
+                    self.wfile.write(route.body[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(route.trickle)
 
         def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
             pass
@@ -84,12 +98,19 @@ def _handler(server: FeedServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 @contextlib.contextmanager
-def serve_feeds() -> Iterator[FeedServer]:
-    """Use as a fixture body: ``with serve_feeds() as server: yield server``."""
-    state = FeedServer()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    httpd.daemon_threads = True
+def serve_feeds(host: str = "127.0.0.1", port: int = 0) -> Iterator[FeedServer]:
+    """Use as a fixture body: ``with serve_feeds() as server: yield server``; `host` a loopback address."""
+    state = FeedServer(host=host)
+    httpd = (_Server6 if ":" in host else _Server)((host, port), _handler(state))
     state.port = httpd.server_address[1]
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()

@@ -112,3 +112,26 @@ def _fit(model: Any, tokenizer: Any, labels: Sequence[str], steps: int) -> None:
                 optimizer.step()
     finally:
         torch.set_num_threads(threads)
+
+
+TINY_TASKS = (("sentiment", ("negative", "positive")), ("topic", ("economy", "health", "politics")))
+
+
+def build_tiny_packages(root: Path) -> list[Path]:
+    """Two real ONNX model packages (sentiment, topic) exported from tiny random BERTs, gate passed."""
+    from export.package import ExportOptions, build_package
+
+    out = []
+    for task, labels in TINY_TASKS:
+        pkg = root / f"pkg-{task}"
+        if not (pkg / "manifest.json").exists():
+            ckpt = save_tiny_classifier(root / f"ckpt-{task}", labels, seed=len(labels))
+            build_package(ExportOptions(model_dir=ckpt, out=pkg, name=f"tiny-{task}", task=task, progress=False))
+        out.append(pkg)
+    return out
+
+
+if __name__ == "__main__":  # `make chaos` soaks the consumer with these: python -m tests.tiny_models DIR
+    import sys
+
+    print(" ".join(str(p) for p in build_tiny_packages(Path(sys.argv[1]))))

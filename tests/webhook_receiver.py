@@ -37,10 +37,20 @@ class Receiver:
             return self.script.pop(0) if len(self.script) > 1 else self.script[0]
 
 
+OK = (200, '{"errcode": 0, "code": 0}', 0.0)
+
+
+def fail_first(failures: int | None, status: int = 503) -> list[tuple[int, str, float]]:
+    """A script that answers `status` to the first `failures` requests, then accepts every one;
+    with None, it never accepts."""
+    error = (status, '{"error": "unavailable"}', 0.0)
+    return [error] if failures is None else [error] * failures + [OK]
+
+
 @contextmanager
 def webhook_receiver(script: list[tuple[int, str, float]] | None = None) -> Iterator[Receiver]:
     """Yields a Receiver whose `url` ends in /hook?token=t (like the bots' URLs)."""
-    receiver = Receiver(url="", script=list(script or [(200, '{"errcode": 0, "code": 0}', 0.0)]))
+    receiver = Receiver(url="", script=list(script or [OK]))
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # System packages the tests need beyond Python, Java/Maven and Node: Debian's headless Chromium
 # (the daily brief is rendered in it) and a CJK font (without one Chinese text renders as empty
-# boxes).  Installs with apt-get when run as root; otherwise says what is missing and leaves the
-# Chromium tests to skip with that reason.
+# boxes, which tests/integration/test_report.py detects and fails on).  Installs with apt-get when
+# run as root; otherwise says what is missing.
 set -euo pipefail
 have_font() { command -v fc-list >/dev/null 2>&1 && fc-list :lang=zh family | grep -q .; }
 if ! command -v chromium >/dev/null 2>&1 || ! have_font; then
@@ -12,7 +12,8 @@ if ! command -v chromium >/dev/null 2>&1 || ! have_font; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       chromium fonts-noto-cjk fontconfig >/dev/null
   else
-    echo "system-deps: chromium or a CJK font is missing and this is not root; the brief's Chromium tests will skip" >&2
+    echo "system-deps: chromium or a CJK font is missing and this is not root: install chromium and" \
+      "fonts-noto-cjk (without chromium the brief's browser tests skip; without the font they fail)" >&2
   fi
 fi
 for tool in java mvn node npm; do

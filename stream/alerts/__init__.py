@@ -1,8 +1,9 @@
 """Alerting on scored items: rules (alerts.toml), evaluation, state, and delivery.
 
 `rules` validates the rules file; `evaluate` turns rules into due alerts with parameterized SQL
-(`queries`); `state` remembers what fired (in the store, or in memory for dry runs); `notify`
-records and delivers (Kafka, `webhooks`); `runner` runs it live or over a past range.
+(`queries`); `state` remembers what fired and what is still to deliver (in the store, or in
+memory for dry runs); `notify` records and delivers (Kafka, `webhooks`), retrying unfinished
+deliveries on later cycles; `runner` runs it live or over a past range.
 """
 
 from stream.alerts.alert import Alert, Sample

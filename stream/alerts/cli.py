@@ -10,7 +10,9 @@ from typing import Any
 import click
 
 from stream.alerts.alert import Alert
-from stream.alerts.rules import AlertsConfig, NegativeSurgeRule, VolumeSpikeRule, load_rules
+from stream.alerts.evaluate import LATE_HORIZON
+from stream.alerts.notify import MAX_ATTEMPTS
+from stream.alerts.rules import AlertsConfig, NegativeSurgeRule, StorySurgeRule, VolumeSpikeRule, load_rules
 from stream.core.cli import settings_from
 from stream.core.commands import store_option
 from stream.core.errors import ConfigError
@@ -40,6 +42,19 @@ def alerts_group() -> None:
 @click.option("--every", type=click.FloatRange(min=1), default=60, show_default=True, help="Seconds between cycles.")
 @click.option("--once", is_flag=True, help="Evaluate once, print what fired, and exit.")
 @click.option("--alerts-topic", default=None, help="Kafka topic for fired alerts (kafka.alerts_topic).")
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(min=1),
+    default=MAX_ATTEMPTS,
+    show_default=True,
+    help="Delivery rounds (one a cycle) before an alert that no webhook took is marked failed.",
+)
+@click.option(
+    "--late-horizon",
+    default=format_duration(LATE_HORIZON),
+    show_default=True,
+    help="Evaluate again past windows that ended within this long, when items in them are scored late.",
+)
 @click.pass_context
 def alerts_run(
     ctx: click.Context,
@@ -48,21 +63,27 @@ def alerts_run(
     every: float,
     once: bool,
     alerts_topic: str | None,
+    max_attempts: int,
+    late_horizon: str,
 ) -> None:
     """Evaluate the rules on a schedule and fire alerts.
 
     Every --every seconds: record what fires in the store's `alerts` table, publish it to
     kafka.alerts_topic when set, and post it to the webhooks of the rules file.  An incident
     fires once: cool-downs live in the `alerts` table, so a restarted evaluator does not fire
-    again what its predecessor fired."""
+    again what its predecessor fired.  An alert a webhook did not take stays 'pending' in the
+    `alerts` table (column `delivery`) and is tried again each cycle, up to --max-attempts.
+    Items scored late (published before the current window) make their past window evaluated
+    again."""
     from stream.alerts.runner import LiveRunner
 
     settings = settings_from(ctx, {"store": {"dsn": dsn}, "kafka": {"alerts_topic": alerts_topic}})
     config = load_rules(rules_path)
+    horizon = parse_duration(late_horizon)
     with (
         stop_on_signals("the current cycle") as stop,
         open_store(settings.store) as store,
-        LiveRunner(store, config, settings.kafka) as runner,
+        LiveRunner(store, config, settings.kafka, max_attempts=max_attempts, late_horizon=horizon) as runner,
     ):
         if once:
             deliveries = runner.cycle()
@@ -139,6 +160,10 @@ def alerts_check(rules_path: Path) -> None:
                 f"{rule.method} >= {rule.threshold:g} by {rule.by} against {format_duration(rule.baseline)}, "
                 f"min {rule.min_items} items"
             )
+        elif isinstance(rule, StorySurgeRule):
+            what = f"a story gains >= {rule.min_items} items"
+            if rule.threshold is not None:
+                what += f" and >= {rule.threshold:g}x its mean per window over {format_duration(rule.baseline)}"
         else:
             what = f"{len(rule.terms)} term(s)" + (", negative only" if rule.negative_only else "")
         click.echo(

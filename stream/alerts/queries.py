@@ -6,12 +6,14 @@ topics, terms, times — travels as a clickhouse-connect `{name:Type}` parameter
 
 An *item* is one sentiment row of the chosen model version joined on ``id`` with the topic row of
 the chosen topic version; ``scored`` is read with ``FINAL`` so a re-delivered row never counts
-twice.
+twice, and the rules count ``uniqExact(id)``, so no layout of ``scored`` that keeps two rows of one
+(id, model_version) apart (and no join that repeats one) can count an item twice either.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +80,76 @@ def version_coverage(
     return max(firsts.values())
 
 
+def late_windows(
+    store: Store,
+    window: dt.timedelta,
+    scored_since: dt.datetime,
+    start: dt.datetime,
+    end: dt.datetime,
+    stories: bool = False,
+) -> list[dt.datetime]:
+    """The ends, oldest first, of the windows aligned to multiples of `window` that hold items
+    published in [start, end) and scored at or after `scored_since`; with `stories`, also those
+    holding items the stories job assigned since then (it runs behind the consumer)."""
+    window_ms = int(window.total_seconds() * 1000)
+    key = "intDiv(toUnixTimestamp64Milli(published_at), {window_ms:Int64}) AS k"
+    in_range = f"published_at >= {{start:{TIME}}} AND published_at < {{end:{TIME}}}"
+    sql = (
+        f"SELECT {key} FROM {store.database}.scored FINAL WHERE task IN ('sentiment', 'topic') "
+        f"AND scored_at >= {{since:{TIME}}} AND {in_range}"
+    )
+    if stories:
+        sql += (
+            f" UNION ALL SELECT {key} FROM {store.database}.item_stories FINAL "
+            f"WHERE assigned_at >= {{since:{TIME}}} AND {in_range}"
+        )
+    rows = store.rows(
+        f"SELECT DISTINCT k FROM ({sql}) ORDER BY k",
+        {"window_ms": window_ms, "since": scored_since, "start": start, "end": end},
+    )
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return [epoch + dt.timedelta(milliseconds=(int(k) + 1) * window_ms) for (k,) in rows]
+
+
+def stories_of(store: Store, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """item id -> (its story id, its language) for the items the stories job has assigned."""
+    if not ids:
+        return {}
+    rows = store.rows(
+        f"SELECT id, story_id, lang FROM {store.database}.item_stories FINAL WHERE has({{ids:Array(String)}}, id)",
+        {"ids": list(ids)},
+    )
+    return {str(i): (str(story), str(lang)) for i, story, lang in rows if story}
+
+
+def story_titles(store: Store, story_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+    """story id -> its representative titles (language -> title), for the stories known."""
+    if not story_ids:
+        return {}
+    rows = store.rows(
+        f"SELECT story_id, titles FROM {store.database}.stories FINAL WHERE has({{ids:Array(String)}}, story_id)",
+        {"ids": sorted(set(story_ids))},
+    )
+    return {str(story): {str(k): str(v) for k, v in titles.items()} for story, titles in rows}
+
+
+def representative_title(titles: dict[str, str], lang: str | None = None) -> str:
+    """The story's title in `lang` when it has one there, else all its titles ('zh / en')."""
+    if lang and titles.get(lang):
+        return titles[lang]
+    return " / ".join(t for t in titles.values() if t)
+
+
+def story_coverage(store: Store, start: dt.datetime, end: dt.datetime) -> dt.datetime | None:
+    """The first item published in [start, end) that the stories job assigned (None: none yet)."""
+    first = store.scalar(
+        f"SELECT min(published_at) FROM {store.database}.item_stories FINAL "
+        f"WHERE published_at >= {{start:{TIME}}} AND published_at < {{end:{TIME}}} HAVING count() > 0",
+        {"start": start, "end": end},
+    )
+    return as_utc(first) if first is not None else None
+
+
 @dataclass
 class ItemsQuery:
     """A subquery of the items in [start, end) that pass a scope; `sql` goes after FROM."""
@@ -113,8 +185,8 @@ def items_query(
                 "t.topic AS topic, s.hay AS hay "
                 f"FROM ({sentiment}) AS s LEFT JOIN ("
                 f"SELECT id, label AS topic FROM {database}.scored FINAL "
-                f"WHERE task = 'topic' AND model_version = {{topic_version:String}} AND {in_range}"
-                ") AS t ON s.id = t.id"
+                f"WHERE task = 'topic' AND model_version = {{topic_version:String}} AND {in_range} "
+                "LIMIT 1 BY id) AS t ON s.id = t.id"
             )
         else:
             base = (

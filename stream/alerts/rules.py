@@ -1,11 +1,14 @@
 """Alert rules and webhook targets, read from a TOML file (`alerts.toml`) and validated strictly.
 
-Three kinds of rule share a header (name, severity, window, cool-down, scope filters):
+Four kinds of rule share a header (name, severity, window, cool-down, scope filters):
 * ``negative_surge``: the share of negative items in the window, per topic/source/keyword, is at
   least ``threshold`` with at least ``min_items`` items;
 * ``volume_spike``: the items in the window against the previous windows of the baseline
   (a z-score, or a ratio to their mean);
-* ``watch_list``: any item not yet reported that mentions one of ``terms``.
+* ``watch_list``: any item not yet reported that mentions one of ``terms``;
+* ``story_surge``: one story (an event across outlets, from the stories job) gains at least
+  ``min_items`` items in the window, or (``method = "ratio"``) also ``threshold`` times its own mean
+  per window over the baseline before.
 """
 
 from __future__ import annotations
@@ -159,7 +162,40 @@ class WatchListRule(_RuleBase):
         return _clean_terms(value)
 
 
-Rule = Annotated[NegativeSurgeRule | VolumeSpikeRule | WatchListRule, Field(discriminator="kind")]
+class StorySurgeRule(_RuleBase):
+    kind: Literal["story_surge"]
+    min_items: int = Field(default=10, ge=1, description="items the story gains in the window")
+    # count: min_items is the test; ratio: also items >= threshold x max(mean per baseline window, 1).
+    method: Literal["count", "ratio"] = "count"
+    threshold: float | None = Field(default=None, gt=0)
+    baseline: Duration = dt.timedelta(hours=24)
+
+    @model_validator(mode="after")
+    def _ratio_settings(self) -> StorySurgeRule:
+        if self.method == "count":
+            given = sorted({"threshold", "baseline"} & self.model_fields_set)
+            if given:
+                raise ValueError(f"{' and '.join(given)} apply to method = 'ratio' only")
+            return self
+        if self.threshold is None:
+            raise ValueError("method = 'ratio' needs threshold (times the story's baseline)")
+        windows = self.baseline / self.window
+        if windows != int(windows) or not 1 <= windows <= 1000:
+            raise ValueError("baseline must be 1 to 1000 whole windows long")
+        return self
+
+    @property
+    def baseline_windows(self) -> int:
+        return int(self.baseline / self.window) if self.method == "ratio" else 0
+
+    @property
+    def lookback(self) -> dt.timedelta:
+        return self.window * (1 + self.baseline_windows)
+
+
+AnyRule = NegativeSurgeRule | VolumeSpikeRule | WatchListRule | StorySurgeRule
+Rule = Annotated[AnyRule, Field(discriminator="kind")]
+KINDS: tuple[str, ...] = ("negative_surge", "volume_spike", "watch_list", "story_surge")
 WebhookFormat = Literal["json", "slack", "feishu", "dingtalk", "wecom"]
 
 
@@ -233,7 +269,7 @@ class AlertsConfig(_Strict):
         return self
 
     @property
-    def active_rules(self) -> list[NegativeSurgeRule | VolumeSpikeRule | WatchListRule]:
+    def active_rules(self) -> list[AnyRule]:
         return [r for r in self.rules if r.enabled]
 
 
@@ -264,16 +300,7 @@ def _describe(exc: ValidationError) -> str:
         for i, part in enumerate(loc):
             if isinstance(part, int):
                 parts[-1] = f"{parts[-1]}[{part}]" if parts else f"[{part}]"
-            elif (
-                i > 0
-                and isinstance(loc[i - 1], int)
-                and part
-                in (
-                    "negative_surge",
-                    "volume_spike",
-                    "watch_list",
-                )
-            ):
+            elif i > 0 and isinstance(loc[i - 1], int) and part in KINDS:
                 continue
             else:
                 parts.append(str(part))
@@ -281,9 +308,13 @@ def _describe(exc: ValidationError) -> str:
         if err["type"] == "extra_forbidden":
             problems.append(f"unknown key {where!r}")
         elif err["type"] == "union_tag_invalid":
-            problems.append(f"{where}: kind must be negative_surge, volume_spike or watch_list")
+            problems.append(f"{where}: kind must be {_one_of()}")
         elif err["type"] == "union_tag_not_found":
-            problems.append(f"{where}: needs kind = negative_surge, volume_spike or watch_list")
+            problems.append(f"{where}: needs kind = {_one_of()}")
         else:
             problems.append(f"{where}: {err['msg']}")
     return "; ".join(problems)
+
+
+def _one_of() -> str:
+    return f"{', '.join(KINDS[:-1])} or {KINDS[-1]}"

@@ -13,8 +13,8 @@ from contextlib import ExitStack
 from tqdm import tqdm
 
 from stream.alerts.alert import Alert
-from stream.alerts.evaluate import AnyRule, Evaluator
-from stream.alerts.notify import Delivery, Dispatcher, KafkaAlertProducer
+from stream.alerts.evaluate import LATE_HORIZON, AnyRule, Evaluator
+from stream.alerts.notify import MAX_ATTEMPTS, Delivery, Dispatcher, KafkaAlertProducer
 from stream.alerts.rules import AlertsConfig
 from stream.alerts.state import MemoryState, StoreState
 from stream.alerts.webhooks import WebhookSender
@@ -26,6 +26,9 @@ from stream.core.times import utcnow
 log = logging.getLogger(__name__)
 
 MAX_STEPS = 20_000
+# Items scored just before a cycle can reach the store after it (batched writes, clock skew
+# between hosts), so each cycle looks for late items from a little before the previous one.
+LATE_OVERLAP = dt.timedelta(minutes=5)
 
 
 class LiveRunner:
@@ -38,6 +41,8 @@ class LiveRunner:
         config: AlertsConfig,
         kafka: KafkaSettings | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
+        max_attempts: int = MAX_ATTEMPTS,
+        late_horizon: dt.timedelta = LATE_HORIZON,
     ) -> None:
         if not config.active_rules:
             raise ConfigError("no enabled rules to evaluate", hint="add a [[rule]] to the rules file")
@@ -54,13 +59,24 @@ class LiveRunner:
         for sender in senders:
             self._stack.callback(sender.close)
         state = StoreState(store)
-        self.evaluator = Evaluator(store, config.active_rules, state)
-        self.dispatcher = Dispatcher(state, producer, senders)
+        self.evaluator = Evaluator(store, config.active_rules, state, late_horizon)
+        self.dispatcher = Dispatcher(state, producer, senders, max_attempts, clock)
+        self._last: dt.datetime | None = None  # the previous cycle's moment
 
     def cycle(self, at: dt.datetime | None = None) -> list[Delivery]:
-        """One evaluation: (1) evaluate, (2) record + notify each due alert, (3) flush Kafka."""
+        """One evaluation: (1) another round for unfinished deliveries, (2) evaluate the current
+        window and the past ones holding items scored since the previous cycle, (3) record +
+        notify each due alert, (4) flush Kafka.  Returns the alerts fired now."""
         at = at or self.clock()
-        deliveries = [self.dispatcher.fire(alert) for alert in self.evaluator.evaluate(at)]
+        for retried in self.dispatcher.retry():
+            log.info("alert %s: delivery %s after %d round(s)", retried.alert.alert_id,
+                     retried.status.delivery, retried.status.attempts)
+        # A new process looks back only the overlap: windows of the time no evaluator ran are
+        # not caught up (as before), and what an earlier process fired is in the store.
+        since = min(self._last or at, at) - LATE_OVERLAP
+        due = self.evaluator.evaluate(at, scored_since=since)
+        self._last = at
+        deliveries = [self.dispatcher.fire(alert) for alert in due]
         self.dispatcher.flush()
         return deliveries
 

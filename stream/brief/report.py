@@ -4,6 +4,10 @@
 `Brief`; `render` turns a `Brief` into HTML with inline SVG charts, inline CSS and a few lines of
 inline JS (no network: it opens offline and from e-mail attachments).  Every string that comes
 from data is HTML-escaped; only http(s) URLs become links.
+
+Stories (``item_stories`` / ``stories``, from the stories job) give the 今日要闻 section: the
+stories with most items in the period, and they keep one event from filling the most-negative
+list: it shows one item per story (an item the job has not assigned stands alone).
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ from dataclasses import dataclass, field
 from importlib import resources
 from string import Template
 
-from stream.alerts.queries import TIME, Versions, items_query, latest_versions
+from stream.alerts.queries import TIME, Versions, items_query, latest_versions, representative_title, story_titles
 from stream.alerts.rules import Scope
 from stream.core.store import Store
 from stream.core.times import as_utc, format_duration
 
 TOP_ITEMS = 20
+TOP_STORIES = 10
+STORY_SOURCES = 5  # sources named per story; the rest are counted
 TOP_TOPICS = 12
 TOP_SOURCES = 15
 MAX_ALERTS = 200
@@ -57,6 +63,24 @@ class NegativeItem:
     published_at: dt.datetime
     negative_score: float
     topic: str
+    story_id: str = ""
+    story_negatives: int = 1  # negative items of its story in the period (itself included)
+
+
+@dataclass(frozen=True)
+class TopStory:
+    story_id: str
+    title: str  # the representative titles ('zh / en'), else its first item's title in the period
+    items: int
+    negative: int
+    languages: list[tuple[str, int]]  # (language, items), most first
+    sources: list[tuple[str, int]]
+    first: dt.datetime
+    last: dt.datetime
+
+    @property
+    def negative_share(self) -> float:
+        return self.negative / self.items if self.items else 0.0
 
 
 @dataclass(frozen=True)
@@ -85,6 +109,7 @@ class Brief:
     topics: list[Share] = field(default_factory=list)
     sources: list[Share] = field(default_factory=list)
     most_negative: list[NegativeItem] = field(default_factory=list)
+    stories: list[TopStory] = field(default_factory=list)
     alerts: list[FiredAlert] = field(default_factory=list)
 
     @property
@@ -141,15 +166,45 @@ def gather(store: Store, start: dt.datetime, end: dt.datetime) -> Brief:
 
     brief.topics = shares("topic", TOP_TOPICS) if versions.topic else []
     brief.sources = shares("source", TOP_SOURCES)
+    # Each item with its story ('' while the stories job has not assigned it).
+    with_story = (
+        "SELECT id, source, lang, title, url, published_at, neg, neg_score, topic, st.story_id AS story_id "
+        f"FROM ({items}) AS i LEFT JOIN (SELECT id, story_id FROM {store.database}.item_stories FINAL "
+        f"WHERE published_at >= {{start:{TIME}}} AND published_at < {{end:{TIME}}}) AS st USING id"
+    )
     brief.most_negative = [
-        NegativeItem(str(i), str(s), str(t), str(u), as_utc(p), float(score), str(topic))
-        for i, s, t, u, p, score, topic in store.rows(
-            f"SELECT id, source, title, url, published_at, neg_score, topic FROM ({items}) "
-            "WHERE neg ORDER BY neg_score DESC, published_at DESC, id LIMIT {limit:UInt32}",
+        NegativeItem(str(i), str(s), str(t), str(u), as_utc(p), float(score), str(topic), str(story), int(n))
+        for i, s, t, u, p, score, topic, story, n in store.rows(
+            "SELECT id, source, title, url, published_at, neg_score, topic, story_id, "
+            "count() OVER (PARTITION BY grp) AS n "
+            f"FROM (SELECT *, if(story_id = '', id, story_id) AS grp FROM ({with_story}) WHERE neg) "
+            "ORDER BY neg_score DESC, published_at DESC, id LIMIT 1 BY grp LIMIT {limit:UInt32}",
             {**params, "limit": TOP_ITEMS},
         )
     ]
+    brief.stories = _stories(store, with_story, params)
     return brief
+
+
+def _stories(store: Store, with_story: str, params: dict[str, object]) -> list[TopStory]:
+    """The stories with most items in the period, with their items per language and source."""
+    pairs = "CAST(sumMap(map({0}, toUInt64(1))), 'Array(Tuple(String, UInt64))')"
+    rows = store.rows(
+        f"SELECT story_id, count() AS n, countIf(neg), {pairs.format('lang')}, {pairs.format('source')}, "
+        f"min(published_at), max(published_at), argMin(title, published_at) FROM ({with_story}) "
+        "WHERE story_id != '' GROUP BY story_id ORDER BY n DESC, story_id LIMIT {limit:UInt32}",
+        {**params, "limit": TOP_STORIES},
+    )
+    titles = story_titles(store, [str(r[0]) for r in rows])
+
+    def ranked(counts: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        return sorted(((str(k), int(v)) for k, v in counts), key=lambda kv: (-kv[1], kv[0]))
+
+    return [
+        TopStory(str(story), representative_title(titles.get(str(story), {})) or str(first_title), int(n),
+                 int(negative), ranked(langs), ranked(sources), as_utc(first), as_utc(last))
+        for story, n, negative, langs, sources, first, last, first_title in rows
+    ]
 
 
 def _alerts(store: Store, start: dt.datetime, end: dt.datetime) -> list[FiredAlert]:
@@ -303,6 +358,7 @@ def render(brief: Brief, title: str = "舆情日报 Daily brief") -> str:
         f"{_e(format_duration(brief.bucket))} 每柱 per bar</p>"
     )
     sections = [
+        _section("今日要闻 · Top stories", _stories_table(brief), empty=not brief.stories),
         _section("情感趋势 · Sentiment over time", legend + timeline_svg(brief), empty=brief.total == 0),
         _section(
             "话题分布 · Topic mix",
@@ -314,7 +370,8 @@ def render(brief: Brief, title: str = "舆情日报 Daily brief") -> str:
             hbar_svg("sources", "各来源负面占比 Negative share by source", brief.sources, as_share=True),
             empty=not brief.sources,
         ),
-        _section("最负面条目 · Most negative items", _items_table(brief), empty=not brief.most_negative),
+        _section("最负面条目 · Most negative items (one per story)", _items_table(brief),
+                 empty=not brief.most_negative),
         _section("告警 · Alerts fired", _alerts_table(brief), empty=not brief.alerts),
     ]
     page = Template(resources.files("stream.brief").joinpath("assets/brief.html").read_text("utf-8"))
@@ -330,11 +387,44 @@ def render(brief: Brief, title: str = "舆情日报 Daily brief") -> str:
     )
 
 
+def _counts(pairs: list[tuple[str, int]], shown: int = 0) -> str:
+    """'zh 5 · en 3' (the first `shown`, then '+N more')."""
+    cut = pairs[:shown] if shown else pairs
+    text = " · ".join(f"{name or '(无 none)'} {n}" for name, n in cut)
+    return _e(text) + (f' <span class="more">+{len(pairs) - len(cut)}</span>' if len(pairs) > len(cut) else "")
+
+
+def _stories_table(brief: Brief) -> str:
+    rows = [
+        f'<tr data-story="{_e(story.story_id)}">'
+        f'<td class="rank">{rank}</td>'
+        f'<td class="story-title">{_e(story.title)}</td>'
+        f'<td class="count">{story.items}</td>'
+        f'<td class="count">{story.negative_share:.0%}</td>'
+        f'<td class="langs">{_counts(story.languages)}</td>'
+        f'<td class="story-sources">{_counts(story.sources, STORY_SOURCES)}</td>'
+        f'<td class="time">{story.first:%m-%d %H:%M} – {story.last:%m-%d %H:%M}</td>'
+        "</tr>"
+        for rank, story in enumerate(brief.stories, start=1)
+    ]
+    return (
+        '<table class="stories"><thead><tr><th>#</th><th>事件 Story (代表标题 titles)</th><th>条数 Items</th>'
+        "<th>负面 Negative</th><th>语言 Languages</th><th>来源 Sources</th><th>时间 First – last (UTC)</th>"
+        f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
 def _items_table(brief: Brief) -> str:
+    def more(item: NegativeItem) -> str:
+        others = item.story_negatives - 1
+        if others <= 0:
+            return ""
+        return f'<br><span class="more">同一事件另有 {others} 条负面 · {others} more on this story</span>'
+
     rows = [
         "<tr>"
         f'<td class="num">{item.negative_score:.2f}</td>'
-        f"<td>{_link(item.url, item.title or item.id)}</td>"
+        f"<td>{_link(item.url, item.title or item.id)}{more(item)}</td>"
         f"<td>{_e(item.source)}</td><td>{_e(item.topic)}</td>"
         f'<td class="time">{item.published_at:%m-%d %H:%M}</td>'
         "</tr>"

@@ -15,12 +15,12 @@ from typing import Any
 
 from stream.consumer.metrics import RunCounts
 from stream.consumer.pipeline import Pipeline
-from stream.consumer.sink import ClickHouseSink, DeadLetterTopic
+from stream.consumer.sink import ClickHouseSink
 from stream.core.errors import ConfigError
 from stream.core.interfaces import Scorer
 from stream.core.settings import Settings
 from stream.core.store import Store
-from stream.kafka.clients import producer
+from stream.kafka.dlq import DeadLetterTopic
 
 log = logging.getLogger("yuqing.run")
 
@@ -92,7 +92,7 @@ def wire_and_run(
         store = stack.enter_context(Store(settings.store))
         store.init_schema()
         active = list(scorers) if scorers is not None else open_scorers(settings)
-        dlq = DeadLetterTopic(producer(settings.kafka), settings.kafka.dlq_suffix) if dead_letter_topic else None
+        dlq = DeadLetterTopic.open(settings.kafka) if dead_letter_topic else None
         sink = ClickHouseSink(store, dlq)
         stack.callback(sink.close)
         source = make_source()
@@ -105,6 +105,7 @@ def wire_and_run(
             sink,
             settings.batch,
             stop,
+            models=settings.models,
             idle_exit_s=idle_exit_s,
             consumer_name=consumer_name,
             group_id=settings.kafka.group_id,
@@ -119,4 +120,6 @@ def summary_line(counts: RunCounts) -> str:
         f"dead-lettered {counts.dead_lettered}"
         + (f" ({kinds})" if kinds else "")
         + (f", store retries {counts.store_retries}" if counts.store_retries else "")
+        + (f", model outages {counts.model_outages}" if counts.model_outages else "")
+        + (f", not on the dead-letter topic {counts.dlq_failed}" if counts.dlq_failed else "")
     )

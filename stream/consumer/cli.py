@@ -130,8 +130,13 @@ def _ms(when: dt.datetime) -> int:
 @click.command("replay")
 @click.option("--bootstrap", help="Kafka bootstrap servers.")
 @click.option("--topic", "topics", multiple=True, required=True, help="Topic to replay (repeatable).")
-@click.option("--from", "start", type=TIME, required=True,
-              help="Start of the range (RFC 3339, YYYY-MM-DD, or a duration ago such as 7d), inclusive.")
+@click.option(
+    "--from",
+    "start",
+    type=TIME,
+    required=True,
+    help="Start of the range (RFC 3339, YYYY-MM-DD, or a duration ago such as 7d), inclusive.",
+)
 @click.option("--to", "end", type=TIME, required=True, help="End of the range (same forms, or now), inclusive.")
 @click.option(
     "--models",
@@ -145,9 +150,22 @@ def _ms(when: dt.datetime) -> int:
 @click.option("--group", help="The replay's own consumer group (default: derived from topics, range, models).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--batch-size", type=int)
-@click.option("--grace", type=DURATION, default="0s", show_default=True,
-              help="Also read messages up to this long after --to (e.g. 1h) for producers whose timestamps "
-              "arrive out of order; only messages stamped inside the range are scored.")
+@click.option(
+    "--grace",
+    type=DURATION,
+    default=None,
+    help="Timestamps may be this far out of order (e.g. 1h): scan from --from minus it to the first "
+    "offset stamped after --to plus it (with --scan all: from --from minus it to the end).",
+)
+@click.option(
+    "--scan",
+    type=click.Choice(["bounded", "all"]),
+    default=None,
+    help="bounded (default): as --grace says; all: each partition up to its end offset as of the "
+    "start (from its beginning unless --grace is given). Only messages stamped inside the range "
+    "are scored either way.",
+)
+@click.option("--scan-to-end", is_flag=True, help="The same as --scan all.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.pass_context
 def replay_command(
@@ -161,16 +179,21 @@ def replay_command(
     group: str | None,
     device: str | None,
     batch_size: int | None,
-    grace: dt.timedelta,
+    grace: dt.timedelta | None,
+    scan: str | None,
+    scan_to_end: bool,
     no_progress: bool,
 ) -> None:
     """Re-score TOPIC's messages between --from and --to under the given packages' model versions.
 
     Runs beside a live `yuqing run`: partitions are assigned, not subscribed, and progress is
-    committed under the replay's own group, so the live group's offsets never move.
+    committed under the replay's own group, so the live group's offsets never move.  The summary
+    says how far each partition was scanned and how many messages were inside the range.
     """
     if end < start:
         raise click.BadParameter("--to is before --from")
+    if scan_to_end and scan == "bounded":
+        raise click.UsageError("--scan-to-end contradicts --scan bounded")
     settings = settings_from(
         ctx,
         {
@@ -199,7 +222,8 @@ def replay_command(
             _ms(end),
             replay_group,
             progress=not no_progress,
-            grace_ms=int(grace.total_seconds() * 1000),
+            grace_ms=None if grace is None else int(grace.total_seconds() * 1000),
+            to_end=scan_to_end or scan == "all",
         )
 
     with stop_on_signals() as stop:
@@ -214,14 +238,7 @@ def replay_command(
         err=True,
     )
     click.echo(summary_line(counts), err=True)
-    if report.outside:
-        click.echo(f"skipped {report.outside} messages stamped outside the range", err=True)
-    firsts, lasts = report.first_ts_ms.values(), report.last_ts_ms.values()
-    if firsts:
-        covered_from = dt.datetime.fromtimestamp(min(firsts) / 1000, dt.UTC).isoformat(timespec="seconds")
-        covered_to = dt.datetime.fromtimestamp(max(lasts) / 1000, dt.UTC).isoformat(timespec="seconds")
-        click.echo(f"messages covered {covered_from} .. {covered_to}", err=True)
-    else:
-        click.echo("no messages in the range", err=True)
-    for gap in report.gaps(_ms(start)):
-        click.echo(f"warning: {gap}", err=True)
+    for line in report.summary():
+        click.echo(line, err=True)
+    for warning in report.warnings():
+        click.echo(f"warning: {warning}", err=True)

@@ -1,7 +1,10 @@
-"""ClickHouse cluster DDL, derived from the single-node schema in ``stream/schema.py``.
+"""ClickHouse cluster DDL, derived from the single-node schema in ``stream/core/schema.py``.
 
 Nothing here restates a column: every statement is a transformation of a migration statement,
-so the cluster schema cannot drift from the single-node one.
+so the cluster schema cannot drift from the single-node one.  The DDL creates a new cluster with
+the schema as the migrations leave it: an object a later migration drops is not created, and a
+table a later migration rebuilds (``CREATE OR REPLACE ... AS SELECT``) is created in its last
+form, with nothing to copy.
 
 * Each table ``T`` becomes ``T_local``: the same columns, indexes, partitioning, sorting key
   and TTL, on the ``Replicated`` variant of its engine, replicated within a shard under
@@ -9,7 +12,9 @@ so the cluster schema cannot drift from the single-node one.
 * ``T`` itself becomes a ``Distributed`` table over ``T_local``, so consumers, alerts and
   dashboards keep the names they use on a single node.
 * The sharding key sends all rows that a ReplacingMergeTree may collapse to one shard (for
-  ``scored``: every row of one ``id``), so ``FINAL`` and ``uniqExact`` stay correct across shards.
+  ``scored``: every row of one ``id``), so ``FINAL`` stays correct across shards, and so does a
+  JOIN of two model versions on ``id`` (``distributed_product_mode`` aside, both sides of one id
+  live on one shard).
 * Materialized views run on each shard's local tables.
 * ``schema_migrations`` is replicated to every node of the cluster (one Keeper path for all
   shards), so ``yuqing db init`` against any node sees the schema as current.
@@ -23,7 +28,7 @@ from __future__ import annotations
 import re
 
 from stream.core.errors import ConfigError
-from stream.core.schema import migrations, migrations_table
+from stream.core.schema import Migration, migrations, migrations_table
 
 LOCAL_SUFFIX = "_local"
 # Macros: ClickHouse expands them per server when the table is created.
@@ -35,22 +40,31 @@ REPLICA_NAME = "{replica}"
 # only by a materialized view on each shard, so rows stay on the shard of their source row.
 SHARDING_KEYS: dict[str, str | None] = {
     "scored": "cityHash64(id)",
-    "scored_minute": None,
     "dead_letters": "cityHash64(kafka_topic, kafka_partition, kafka_offset)",
     "alerts": "cityHash64(alert_id)",
     "pipeline_stats": "cityHash64(group_id, kafka_topic, kafka_partition)",
+    # A story's rows live on many shards (its items' ids); each row's versions on one.
+    "item_stories": "cityHash64(id)",
+    "stories": "cityHash64(story_id)",
 }
 # Replicated to every node rather than sharded (tiny, read with FINAL on whichever node).
 CLUSTER_WIDE_TABLES = frozenset({"schema_migrations"})
 
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CLUSTER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_CREATE_NAMED = re.compile(
+    r"^CREATE (?:DATABASE|TABLE|MATERIALIZED VIEW) IF NOT EXISTS (?P<name>\w+(?:\.\w+)?)\b"
+)
 _CREATE_DATABASE = re.compile(r"^CREATE DATABASE IF NOT EXISTS (?P<db>\w+)$")
 _CREATE_TABLE = re.compile(
     r"^CREATE TABLE IF NOT EXISTS (?P<db>\w+)\.(?P<table>\w+) (?P<columns>\(.*\))\s*"
     r"ENGINE = (?P<engine>\w+)(?:\((?P<args>[^()]*)\))?(?P<rest>.*)$",
     re.DOTALL,
 )
+_REPLACE_TABLE = re.compile(
+    r"^CREATE OR REPLACE TABLE (?P<name>\w+\.\w+) (?P<definition>.*?)\nAS SELECT [^\n]*$", re.DOTALL
+)
+_DROP = re.compile(r"^DROP (?:TABLE|VIEW) IF EXISTS (?P<name>\w+\.\w+)$")
 _CREATE_VIEW = re.compile(
     r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (?P<db>\w+)\.(?P<view>\w+) "
     r"TO (?P<to_db>\w+)\.(?P<to>\w+) AS(?P<select>.*)$",
@@ -74,9 +88,8 @@ def cluster_ddl(database: str, cluster: str, ttl_days: int = 0) -> list[str]:
     on = f"ON CLUSTER {_quote(cluster)}"
     out: list[str] = []
     all_migrations = migrations(database, ttl_days)
-    for migration in all_migrations:
-        for statement in migration.statements:
-            out.extend(_distribute(_tidy(statement), cluster, on))
+    for statement in _final_schema(all_migrations):
+        out.extend(_distribute(statement, cluster, on))
     out.extend(_distribute(_tidy(migrations_table(database)), cluster, on))
     for migration in all_migrations:
         description = migration.description.replace("\\", "\\\\").replace("'", "\\'")
@@ -85,6 +98,23 @@ def cluster_ddl(database: str, cluster: str, ttl_days: int = 0) -> list[str]:
             f"VALUES ({migration.version}, '{description}', now64(3, 'UTC'))"
         )
     return out
+
+
+def _final_schema(all_migrations: list[Migration]) -> list[str]:
+    """The CREATE statements of the objects the migrations leave, in the order they were created."""
+    objects: dict[str, str] = {}  # database or db.table -> its CREATE
+    for migration in all_migrations:
+        for raw in migration.statements:
+            statement = _tidy(raw)
+            if match := _DROP.match(statement):
+                objects.pop(match["name"], None)
+            elif match := _REPLACE_TABLE.match(statement):
+                objects[match["name"]] = f"CREATE TABLE IF NOT EXISTS {match['name']} {match['definition']}"
+            elif match := _CREATE_NAMED.match(statement):
+                objects.setdefault(match["name"], statement)  # IF NOT EXISTS: the first one stays
+            else:
+                raise ClusterSchemaError(f"no cluster form for the statement {statement.splitlines()[0]!r}")
+    return list(objects.values())
 
 
 def local_name(table: str) -> str:
@@ -112,7 +142,7 @@ def _table(match: re.Match[str], cluster: str, on: str) -> list[str]:
         return [f"{head}.{table} {on} {match['columns']}\nENGINE = {engine_sql}{match['rest']}"]
     if table not in SHARDING_KEYS:
         raise ClusterSchemaError(
-            f"table {table} has no sharding key", hint="add it to SHARDING_KEYS in stream/cluster_schema.py"
+            f"table {table} has no sharding key", hint="add it to SHARDING_KEYS in stream/core/cluster_schema.py"
         )
     local = local_name(table)
     engine_sql = _replicated(engine, SHARD_REPLICA_PATH, args)

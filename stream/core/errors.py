@@ -56,6 +56,11 @@ class ModelError(YuqingError):
     exit_code = 6
 
 
+class ModelUnavailable(ModelError):
+    """The models fail on (nearly) every text of a batch: a lost GPU, memory exhausted.  Nothing of
+    the batch is dead-lettered or committed; `yuqing run` exits 6 so that it is restarted."""
+
+
 class PackageIntegrityError(ModelError):
     """A model package whose files do not match its manifest."""
 

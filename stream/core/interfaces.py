@@ -51,7 +51,8 @@ class Source(Protocol):
     def keepalive(self) -> None: ...
 
     def lag(self) -> dict[tuple[str, int], tuple[int, int]]:
-        """(topic, partition) -> (position, end offset); empty when the source has no such notion."""
+        """(topic, partition) -> (last committed offset or -1, end offset); empty when the source
+        has no such notion."""
         ...
 
     def close(self) -> None: ...
@@ -60,7 +61,15 @@ class Source(Protocol):
 class Sink(Protocol):
     """Where scored rows and dead letters go; raises `ServiceUnavailable` when it cannot take them."""
 
-    def write_batch(self, scored: Sequence[ScoredRow], bad: Sequence[BadRecord]) -> None: ...
+    def dead_letter(self, bad: Sequence[BadRecord]) -> list[BadRecord]:
+        """Publish rejects to the dead-letter topic, if any (once per batch, never raising); returns
+        them with their delivery status for their rows."""
+        ...
+
+    def write_batch(self, scored: Sequence[ScoredRow], bad: Sequence[BadRecord]) -> list[BadRecord]:
+        """Write rows and dead letters; returns the messages whose rows the store refused for good,
+        as rejects not yet published or written."""
+        ...
 
     def write_stats(self, rows: list[list[Any]]) -> None: ...
 

@@ -1,4 +1,14 @@
-"""Turn raw messages into NewsItems, or into BadRecords with a reason (the dead-letter path)."""
+"""Turn raw messages into NewsItems, or into BadRecords with a reason (the dead-letter path).
+
+Whatever a message holds, `classify` returns: an exception its content causes (nesting too deep
+for the parser, an integer past Python's int-string limit, a date outside the calendar) becomes
+a BadRecord naming the exception class, never an error that stops the partition.
+
+Every string of a NewsItem can be encoded as UTF-8, so the store's row encoding cannot fail on
+content: JSON may carry lone surrogates ("\\ud800") that UTF-8 cannot, and they are repaired to
+U+FFFD in every field, except in an explicit `id`, which is refused (``bad_field``), since
+repairing it could merge two items into one.  Dates must lie in the store's DateTime64 range.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +24,42 @@ from stream.core.times import parse_rfc3339
 _STR_FIELDS = ("id", "source", "url", "title", "text", "lang")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+# ClickHouse's DateTime64 range; a value outside it is stored, but read back clamped.
+STORE_MIN = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
+STORE_MAX = dt.datetime(2299, 12, 31, 23, 59, 59, 999000, tzinfo=dt.UTC)
+MAX_ERROR_CHARS = 2000
 
 
 class ItemError(ValueError):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+def clean_text(value: str) -> str:
+    """`value` with every lone surrogate replaced by U+FFFD (the same input gives the same output)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", value)
+    return value
+
+
+def error_text(message: str) -> str:
+    """A reason fit for a dead_letters row: encodable and bounded."""
+    return clean_text(message[:MAX_ERROR_CHARS])
+
+
+def kafka_time(ms: int | None) -> dt.datetime | None:
+    """A Kafka timestamp as an aware datetime; None when absent (-1) or outside the store's range."""
+    if ms is None or ms < 0:
+        return None
+    try:
+        when = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+    return when if STORE_MIN <= when <= STORE_MAX else None
 
 
 def stable_id(url: str, source: str, title: str, text: str) -> str:
@@ -49,7 +89,30 @@ def _fields(obj: dict[str, Any]) -> dict[str, str]:
             out[name] = str(value)
         else:
             raise ItemError("bad_field", f"field {name!r} must be a string, got {type(value).__name__}")
-    return out
+    if clean_text(out["id"]) != out["id"]:
+        raise ItemError("bad_field", "field 'id' holds a lone surrogate (not encodable as UTF-8)")
+    return {name: clean_text(value) for name, value in out.items()}
+
+
+def _published_at(obj: dict[str, Any], record: SourceRecord) -> dt.datetime:
+    raw = obj.get("published_at")
+    if raw is None or raw == "":
+        if record.timestamp_ms is None or record.timestamp_ms < 0:
+            return dt.datetime.now(dt.UTC)
+        stamped = kafka_time(record.timestamp_ms)
+        if stamped is None:
+            raise ItemError("bad_date", f"no published_at, and Kafka timestamp {record.timestamp_ms} is out of range")
+        return stamped
+    if not isinstance(raw, str):
+        raise ItemError("bad_field", f"field 'published_at' must be a string, got {type(raw).__name__}")
+    shown = clean_text(raw[:64])
+    try:
+        published = parse_rfc3339(raw)
+    except (ValueError, OverflowError) as exc:
+        raise ItemError("bad_date", f"published_at {shown!r} is not RFC 3339 ({type(exc).__name__})") from None
+    if not STORE_MIN <= published <= STORE_MAX:
+        raise ItemError("bad_date", f"published_at {shown!r} is outside {STORE_MIN.year}..{STORE_MAX.year}")
+    return published
 
 
 def parse_item(record: SourceRecord, max_bytes: int) -> NewsItem:
@@ -62,26 +125,13 @@ def parse_item(record: SourceRecord, max_bytes: int) -> NewsItem:
         raise ItemError("invalid_utf8", f"not UTF-8: {exc}") from None
     try:
         obj = json.loads(decoded)
-    except json.JSONDecodeError as exc:
-        raise ItemError("invalid_json", f"not JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # ValueError: bad syntax, or an int past the digit limit
+        raise ItemError("invalid_json", f"not JSON ({type(exc).__name__}): {exc}") from None
     if not isinstance(obj, dict):
         raise ItemError("not_object", f"JSON {type(obj).__name__} where an object was expected")
     f = _fields(obj)
     if not f["title"] and not f["text"]:
         raise ItemError("no_text", "both title and text are empty")
-    published_raw = obj.get("published_at")
-    if published_raw is None or published_raw == "":
-        ts = record.timestamp_ms if record.timestamp_ms is not None and record.timestamp_ms >= 0 else None
-        published = (
-            dt.datetime.fromtimestamp(ts / 1000, dt.UTC) if ts is not None else dt.datetime.now(dt.UTC)
-        )
-    elif not isinstance(published_raw, str):
-        raise ItemError("bad_field", f"field 'published_at' must be a string, got {type(published_raw).__name__}")
-    else:
-        try:
-            published = parse_rfc3339(published_raw)
-        except ValueError:
-            raise ItemError("bad_date", f"published_at {published_raw[:64]!r} is not RFC 3339") from None
     return NewsItem(
         id=f["id"] or stable_id(f["url"], f["source"], f["title"], f["text"]),
         source=f["source"] or record.topic,
@@ -89,12 +139,15 @@ def parse_item(record: SourceRecord, max_bytes: int) -> NewsItem:
         title=f["title"],
         text=f["text"],
         lang=f["lang"] or detect_lang(f"{f['title']} {f['text']}"),
-        published_at=published,
+        published_at=_published_at(obj, record),
     )
 
 
 def classify(record: SourceRecord, max_bytes: int) -> NewsItem | BadRecord:
+    """The item, or the reason it is a dead letter; never raises on a message's content."""
     try:
         return parse_item(record, max_bytes)
     except ItemError as exc:
-        return BadRecord(record=record, kind=exc.kind, error=str(exc))
+        return BadRecord(record=record, kind=exc.kind, error=error_text(str(exc)))
+    except Exception as exc:  # content no rule above foresaw: a dead letter, not a stopped partition
+        return BadRecord(record=record, kind="invalid_input", error=error_text(f"{type(exc).__name__}: {exc}"))

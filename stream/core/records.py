@@ -6,6 +6,7 @@ The stage interfaces that pass them along are in `stream.core.interfaces`.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 
@@ -48,13 +49,21 @@ class NewsItem:
         return f"{self.title}\n{self.text}".strip() if self.title and self.text else self.title or self.text
 
 
+# What the dead-letter topic made of a BadRecord (its dead_letters row says it; "" = no topic).
+DLQ_SENT, DLQ_TRUNCATED, DLQ_FAILED = "sent", "truncated", "failed"
+
+
 @dataclass(frozen=True)
 class BadRecord:
     """A message that could not become a NewsItem; it goes to the dead-letter path."""
 
     record: SourceRecord
-    kind: str  # invalid_utf8 | invalid_json | not_object | bad_field | no_text | too_large | bad_date
+    # invalid_utf8 | invalid_json | not_object | bad_field | no_text | too_large | bad_date | invalid_input
+    # (parsing), score_error (a model failed on this text), store_rejected (the store refused its row)
+    kind: str
     error: str
+    dlq_status: str = ""  # "" or DLQ_SENT | DLQ_TRUNCATED (sent as a prefix) | DLQ_FAILED (given up)
+    dlq_error: str = ""
 
 
 @dataclass
@@ -65,6 +74,8 @@ class Batch:
     bad: list[BadRecord] = field(default_factory=list)
     # (topic, partition) -> next offset to read once this batch is durable
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    # (topic, partition) -> the batch's first offset there (where to read again if it is dropped)
+    first_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.items) + len(self.bad)
@@ -76,6 +87,15 @@ class Batch:
         else:
             self.items.append((record, verdict))
         self.next_offsets[(record.topic, record.partition)] = record.offset + 1
+        self.first_offsets.setdefault((record.topic, record.partition), record.offset)
+
+    def drop(self, partitions: Collection[tuple[str, int]]) -> None:
+        """Forget what was read from `partitions`: none of it is written or committed."""
+        self.items = [(r, i) for r, i in self.items if (r.topic, r.partition) not in partitions]
+        self.bad = [b for b in self.bad if (b.record.topic, b.record.partition) not in partitions]
+        for tp in partitions:
+            self.next_offsets.pop(tp, None)
+            self.first_offsets.pop(tp, None)
 
 
 @dataclass(frozen=True)

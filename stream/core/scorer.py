@@ -32,6 +32,10 @@ CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 # Sub-batch limits: at most this many texts, and at most this many (padded) tokens.
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_TOKEN_BUDGET = 16_384
+# Texts are cut to max_length * this many characters before tokenizing: enough for any tokenizer
+# to fill max_length, and a 5 MB text then costs what a long article does (the tokenizer would
+# otherwise build every overflow chunk of it before truncating).
+CHARS_PER_TOKEN = 8
 
 
 def cuda_available() -> bool:
@@ -69,12 +73,16 @@ class Encoded:
         return [len(row) for row in self.ids]
 
 
-def encode(tokenizer: Tokenizer, texts: Sequence[str]) -> Encoded:
-    encodings = tokenizer.encode_batch([str(t) for t in texts])
+def encode(tokenizer: Tokenizer, texts: Sequence[str], max_chars: int | None = None) -> Encoded:
+    """Token ids of `texts`, each first cut to `max_chars` characters; `truncated` says the model
+    sees less than the whole text (the cut or the tokenizer's truncation)."""
+    strings = [str(t) for t in texts]
+    cut = [max_chars is not None and len(t) > max_chars for t in strings]
+    encodings = tokenizer.encode_batch([t[:max_chars] if c else t for t, c in zip(strings, cut, strict=True)])
     return Encoded(
         ids=[e.ids for e in encodings],
         type_ids=[e.type_ids for e in encodings],
-        truncated=[bool(e.overflowing) for e in encodings],
+        truncated=[c or bool(e.overflowing) for e, c in zip(encodings, cut, strict=True)],
     )
 
 
@@ -266,7 +274,7 @@ class OnnxScorer:
                    batch_size=batch_size, token_budget=token_budget)
 
     def encode(self, texts: Sequence[str]) -> Encoded:
-        return encode(self._tokenizer, texts)
+        return encode(self._tokenizer, texts, self.max_length * CHARS_PER_TOKEN)
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         return self._logits(self.encode(texts))

@@ -35,6 +35,11 @@ class KafkaSettings(_Section):
     group_id: str = "yuqing"
     client_id: str = "yuqing"
     dlq_suffix: str = ".dlq"
+    # A dead letter larger than this (key + value) goes to the dead-letter topic as a prefix, with
+    # headers giving its size and sha256; below the producer's and the broker's 1 MiB defaults.
+    dlq_max_bytes: int = Field(default=900_000, gt=0)
+    # Tries per batch to produce a dead letter before it is given up (recorded on its dead_letters row).
+    dlq_attempts: int = Field(default=3, ge=1)
     alerts_topic: str | None = None
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
@@ -105,6 +110,11 @@ class ModelSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     variant: Literal["auto", "fp32", "int8", "fp16"] = "auto"
     intra_op_threads: int = Field(default=0, ge=0)
+    # A batch where more than this share of the texts fails (or where a plain text fails too) is a
+    # model outage, not bad input: nothing is dead-lettered or committed, the batch is retried.
+    max_failure_share: float = Field(default=0.5, gt=0, le=1)
+    # Tries of one batch through an outage (backing off) before `yuqing run` exits with code 6.
+    max_attempts: int = Field(default=5, ge=1)
 
     @field_validator("packages", mode="before")
     @classmethod

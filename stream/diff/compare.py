@@ -1,7 +1,8 @@
 """Compare two model versions on the items both scored (`yuqing diff`).
 
-Each version's rows are read with FINAL and reduced to one row per id (the latest score), so
-re-deliveries never count twice; the two sides are then joined on id.  Everything is computed
+Each version's rows are read with FINAL, one row per id (the latest delivery: ``scored`` is keyed
+by (task, model_version, id)), so re-deliveries never count twice; the two sides are then joined
+on id.  Everything is computed
 in ClickHouse; only the confusion table and the top changed items come back.
 """
 
@@ -122,10 +123,10 @@ def _version_tasks(store: Store, versions: tuple[str, str]) -> dict[str, list[st
 
 def _known_versions(store: Store, limit: int = 8) -> str:
     rows = store.rows(
-        f"SELECT model_version, any(task), count() FROM {store.database}.scored "
+        f"SELECT model_version, any(task), uniqExact(id) FROM {store.database}.scored "
         f"GROUP BY model_version ORDER BY max(scored_at) DESC LIMIT {int(limit)}"
     )
-    return ", ".join(f"{v} ({t}, {n} rows)" for v, t, n in rows) or "none: the store has no scored rows"
+    return ", ".join(f"{v} ({t}, {n} items)" for v, t, n in rows) or "none: the store has no scored rows"
 
 
 def resolve_task(store: Store, version_a: str, version_b: str, task: str | None) -> str:
@@ -179,12 +180,11 @@ def diff_versions(
         params["until"] = _ch_time(until)
 
     def side(version: str, suffix: str) -> str:
-        # One row per id: FINAL collapses re-deliveries of equal sorting keys; argMax covers an
-        # item re-scored with a different published_at (a different sorting key).
+        # One row per id: the sorting key is (task, model_version, id), so FINAL keeps the latest
+        # delivery of each item whatever its published_at.
         return (
-            f"SELECT id, argMax(label, scored_at) AS label_{suffix}, argMax(score, scored_at) AS score_{suffix}, "
-            f"argMax(title, scored_at) AS title_{suffix} FROM {store.database}.scored FINAL "
-            f"WHERE model_version = {{{version}:String}} AND {where} GROUP BY id"
+            f"SELECT id, label AS label_{suffix}, score AS score_{suffix}, title AS title_{suffix} "
+            f"FROM {store.database}.scored FINAL WHERE model_version = {{{version}:String}} AND {where}"
         )
 
     a_side, b_side = side("a", "a"), side("b", "b")

@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stream.core.errors import ConfigError
 from stream.core.settings import read_toml
+from stream.feeds.net import EVERY_NETWORK, IPNetwork
 
 _LANG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
 
 
+def _allowed_networks(value: object) -> tuple[IPNetwork, ...] | None:
+    """allow_private: true (any network), false (public addresses only) or a list of networks."""
+    if value is None or isinstance(value, tuple):
+        return value
+    if isinstance(value, bool):
+        return EVERY_NETWORK if value else ()
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        try:
+            return tuple(ipaddress.ip_network(v) for v in value)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (give networks like '10.0.0.0/8' or single addresses)") from None
+    raise ValueError('must be true, false or a list of networks such as ["10.1.0.0/16", "fd00::/8"]')
+
+
 class FeedConfig(BaseModel):
-    """One feed.  Unset `lang`/`interval` fall back to the feed's own language and the default."""
+    """One feed.  Unset `lang`/`interval`/... fall back to the feed's own language and the defaults."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -24,12 +41,19 @@ class FeedConfig(BaseModel):
     lang: str | None = None
     interval: float | None = Field(default=None, gt=0)
     timeout: float | None = Field(default=None, gt=0)
+    allow_private: tuple[IPNetwork, ...] | None = None
+
+    _networks = field_validator("allow_private", mode="before")(_allowed_networks)
 
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError(f"feed url {value!r} must be an http:// or https:// URL")
+        try:
+            httpx.URL(value)
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"feed url {value!r}: {exc}") from None
         return value
 
     @field_validator("lang")
@@ -48,12 +72,17 @@ class FeedsFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     interval: float = Field(default=300.0, gt=0)
-    timeout: float = Field(default=20.0, gt=0)
+    # The whole fetch (connect, redirects, body) ends by then, however slowly the server sends.
+    timeout: float = Field(default=30.0, gt=0)
+    # Loopback, private, link-local and other non-public addresses are refused unless allowed.
+    allow_private: tuple[IPNetwork, ...] = ()
     # A failing feed is retried after backoff_base, then twice as long each time, up to the max.
     backoff_base: float = Field(default=30.0, gt=0)
     backoff_max: float = Field(default=3600.0, gt=0)
     user_agent: str = "yuqing-ingest/0.1"
     feeds: list[FeedConfig] = Field(min_length=1)
+
+    _networks = field_validator("allow_private", mode="before")(_allowed_networks)
 
     @model_validator(mode="after")
     def _unique(self) -> FeedsFile:
@@ -71,6 +100,9 @@ class FeedsFile(BaseModel):
 
     def timeout_for(self, feed: FeedConfig) -> float:
         return feed.timeout if feed.timeout is not None else self.timeout
+
+    def allowed_for(self, feed: FeedConfig) -> tuple[IPNetwork, ...]:
+        return feed.allow_private if feed.allow_private is not None else self.allow_private
 
 
 def parse_feeds(data: dict[str, Any], *, origin: str = "feeds file") -> FeedsFile:

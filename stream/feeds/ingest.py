@@ -5,18 +5,21 @@ One round, per feed (the numbered order is what makes a crash re-send rather tha
   2. Normalize the entries; drop ids already produced (the SQLite state).
   3. Send the new items (acks=all) and flush.
   4. Record the acknowledged ids; only if all were acknowledged, store the new validators.
-A feed that fails is retried after an exponential backoff of its own; the others go on.
+A feed that fails is retried after an exponential backoff of its own; the others go on.  In
+the long-running loop each feed keeps its own schedule: a fetch still in flight (at most its
+`timeout`) holds up only its own feed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import random
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -128,7 +131,9 @@ class Ingester:
         return base * random.uniform(0.9, 1.1)
 
     def _fetch(self, feed: FeedConfig, validators: Validators) -> FetchResult:
-        return fetch_feed(self.client, feed, validators, self.feeds.timeout_for(feed))
+        return fetch_feed(
+            self.client, feed.url, validators, self.feeds.timeout_for(feed), self.feeds.allowed_for(feed)
+        )
 
     def _failed(self, entry: FeedSchedule, kind: str, message: str, outcome: FeedOutcome) -> FeedOutcome:
         entry.failures += 1
@@ -198,49 +203,69 @@ class Ingester:
         now = self.clock()
         return [entry for entry in self.schedule if entry.next_at <= now]
 
-    def poll(self, entries: list[FeedSchedule] | None = None) -> RoundSummary:
-        """Fetch the given feeds (default: those due) concurrently; produce in this thread."""
-        entries = self.due() if entries is None else entries
-        summary = RoundSummary()
-        if not entries:
-            return summary
+    def _prune_if_due(self) -> None:
         if self.clock() - self._last_prune >= PRUNE_EVERY_S:
             forgotten = self.state.prune()
             self._last_prune = self.clock()
             if forgotten:
                 log.info("forgot %d ids no feed has shown for a long time", forgotten)
-        workers = min(MAX_FETCH_WORKERS, len(entries))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="feed") as pool:
-            futures: dict[Future[FetchResult], FeedSchedule] = {
-                pool.submit(self._fetch, e.feed, self.state.validators(e.feed.url)): e for e in entries
-            }
+
+    def _submit(self, pool: ThreadPoolExecutor, entry: FeedSchedule) -> Future[FetchResult]:
+        entry.next_at = math.inf  # in flight: not due again until its outcome sets the next time
+        return pool.submit(self._fetch, entry.feed, self.state.validators(entry.feed.url))
+
+    def _complete(self, entry: FeedSchedule, future: Future[FetchResult]) -> FeedOutcome:
+        """Handle a finished fetch in this thread (state and producer are not shared with the fetchers)."""
+        try:
+            result = future.result()
+        except FetchError as exc:
+            return self._failed(entry, exc.kind, str(exc), FeedOutcome(entry.feed.source, "error"))
+        except Exception as exc:  # a parser bug on one feed must not stop the others
+            log.exception("feed %s: unexpected failure", entry.feed.source)
+            return self._failed(entry, "unexpected", repr(exc), FeedOutcome(entry.feed.source, "error"))
+        return self._handle(entry, result)
+
+    def poll(self, entries: list[FeedSchedule] | None = None) -> RoundSummary:
+        """One round: fetch the given feeds (default: those due) concurrently and wait for them all."""
+        entries = self.due() if entries is None else entries
+        summary = RoundSummary()
+        if not entries:
+            return summary
+        self._prune_if_due()
+        with ThreadPoolExecutor(max_workers=min(MAX_FETCH_WORKERS, len(entries)), thread_name_prefix="feed") as pool:
+            futures = {self._submit(pool, e): e for e in entries}
             for future in as_completed(futures):
-                entry = futures[future]
-                try:
-                    result = future.result()
-                except FetchError as exc:
-                    outcome = self._failed(entry, exc.kind, str(exc), FeedOutcome(entry.feed.source, "error"))
-                except Exception as exc:  # a parser bug on one feed must not stop the others
-                    log.exception("feed %s: unexpected failure", entry.feed.source)
-                    outcome = self._failed(entry, "unexpected", repr(exc), FeedOutcome(entry.feed.source, "error"))
-                else:
-                    outcome = self._handle(entry, result)
-                summary.outcomes.append(outcome)
+                summary.outcomes.append(self._complete(futures[future], future))
         return summary
 
     def run(self, stop: threading.Event, *, once: bool = False) -> RoundSummary:
-        """Poll until `stop` is set (a round in progress is finished first); `once`: one round."""
-        last = RoundSummary()
+        """Poll until `stop` is set, each feed when it is due; `once`: one round of every feed.
+
+        Fetches in flight when `stop` is set are finished (and produced) first.  Returns the
+        outcomes since the loop was last idle (nothing in flight).
+        """
         self.retrying = not once
-        while not stop.is_set():
-            summary = self.poll(self.schedule if once else None)
-            if summary.outcomes:
-                last = summary
-                log.info("%s", summary.line())
-            if once:
-                break
-            wait = min(entry.next_at for entry in self.schedule) - self.clock()
-            stop.wait(max(0.05, wait))
+        if once:
+            return RoundSummary() if stop.is_set() else self.poll(self.schedule)
+        last = summary = RoundSummary()
+        in_flight: dict[Future[FetchResult], FeedSchedule] = {}
+        with ThreadPoolExecutor(max_workers=MAX_FETCH_WORKERS, thread_name_prefix="feed") as pool:
+            while in_flight or not stop.is_set():
+                due = [] if stop.is_set() else self.due()
+                if due:
+                    self._prune_if_due()
+                for entry in due:
+                    in_flight[self._submit(pool, entry)] = entry
+                wait_s = max(0.05, min(entry.next_at for entry in self.schedule) - self.clock())
+                if not in_flight:
+                    stop.wait(wait_s)
+                    continue
+                done, _ = wait(in_flight, timeout=None if math.isinf(wait_s) else wait_s, return_when=FIRST_COMPLETED)
+                for future in done:
+                    summary.outcomes.append(self._complete(in_flight.pop(future), future))
+                if summary.outcomes and not in_flight:
+                    log.info("%s", summary.line())
+                    last, summary = summary, RoundSummary()
         return last
 
     def close(self) -> None:

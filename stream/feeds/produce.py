@@ -8,9 +8,9 @@ from typing import Any
 
 from kafka.errors import KafkaError, KafkaTimeoutError
 
-from stream.kafka import clients as kafka_clients
 from stream.core.settings import KafkaSettings
 from stream.feeds.normalize import FeedItem
+from stream.kafka import clients as kafka_clients
 
 log = logging.getLogger(__name__)
 

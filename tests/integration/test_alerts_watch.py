@@ -11,6 +11,7 @@ import pytest
 from stream.alerts import Evaluator, LiveRunner, MemoryState, parse_rules
 from stream.core.store import Store
 from tests.integration.alerts_rows import insert, item_rows
+from tests.webhook_receiver import fail_first, webhook_receiver
 
 pytestmark = pytest.mark.integration
 
@@ -172,3 +173,49 @@ def test_keyword_grouped_surge(store: Store) -> None:
     )
     fired = Evaluator(store, config.rules, MemoryState()).evaluate(T)
     assert [(a.scope, a.item_count, round(a.value, 2)) for a in fired] == [("keyword=裁员", 5, 0.8)]
+
+
+def test_no_rule_or_item_value_reaches_the_sql_text(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every statement of a live cycle (late windows, cool-downs, records, delivery retries) carries
+    rule values and item ids only as parameters."""
+    hostile = [INJECTION, "{x:String}", "' OR 1=1 --", "社会') OR ('1'='1"]
+    specs = [{"id": f"id-{INJECTION}", "title": f"{INJECTION} {{x:String}} 社会') OR ('1'='1 ' OR 1=1 --"}]
+    _items(store, specs)
+    # ... and one scored late, so the past-window path runs too.
+    insert(store, item_rows(f"late-{INJECTION}", T - dt.timedelta(hours=3), title=INJECTION, scored_at=T))
+    config = parse_rules(
+        {
+            "rule": [
+                {"name": "watch", "kind": "watch_list", "terms": hostile, "scope": {"keyword": hostile}},
+                {
+                    "name": "surge",
+                    "kind": "negative_surge",
+                    "by": "keyword",
+                    "threshold": 0.01,
+                    "min_items": 1,
+                    "scope": {"keyword": hostile, "source": hostile, "topic": hostile, "lang": hostile},
+                },
+            ],
+        }
+    )
+    sent: list[str] = []
+    real_query = store.query
+
+    def recording(sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        sent.append(sql)
+        return real_query(sql, parameters)
+
+    monkeypatch.setattr(store, "query", recording)
+    with webhook_receiver(fail_first(1)) as receiver:
+        hooked = parse_rules({**config.model_dump(by_alias=True), "webhook": [{"name": "h", "url": receiver.url,
+                                                                                "retries": 0, "backoff": 0}]})
+        with LiveRunner(store, hooked) as runner:
+            fired = runner.cycle(T)
+            runner.cycle(T + dt.timedelta(minutes=1))  # the delivery retry reads the alert back
+    # The late item and the current one both name the injection term; the first post was retried.
+    assert [d.alert.scope for d in fired].count(f"term={INJECTION}") == 2
+    assert len(receiver.received) == len(fired) + 1
+    assert store.rows(f"SELECT DISTINCT delivery FROM {store.database}.alerts FINAL") == [("delivered",)]
+    for sql in sent:
+        for value in hostile:
+            assert value not in sql, (value, sql)

@@ -13,6 +13,7 @@ import pytest
 from stream.core.cluster_schema import cluster_ddl, local_name
 from stream.core.schema import (
     ALERT_COLUMNS,
+    ALERT_DELIVERY_COLUMNS,
     DEAD_LETTER_COLUMNS,
     PIPELINE_STATS_COLUMNS,
     SCORED_COLUMNS,
@@ -42,11 +43,17 @@ def _columns_subtree(store: Store, statement: str) -> list[str]:
 
 
 def _creates(statements: list[str]) -> dict[str, str]:
+    """Table -> its CREATE as the statements leave it: a later rebuild (CREATE OR REPLACE)
+    replaces an earlier one, a DROP removes it."""
     out = {}
     for s in statements:
-        match = re.match(r"CREATE TABLE IF NOT EXISTS \w+\.(\w+) (?:ON CLUSTER \S+ )?\(", s.strip())
+        match = re.match(
+            r"CREATE (?:OR REPLACE )?TABLE (?:IF NOT EXISTS )?\w+\.(\w+) (?:ON CLUSTER \S+ )?\(", s.strip()
+        )
         if match:
             out[match[1]] = s
+        elif dropped := re.match(r"DROP TABLE IF EXISTS \w+\.(\w+)$", s.strip()):
+            out.pop(dropped[1], None)
     return out
 
 
@@ -67,7 +74,8 @@ def test_cluster_columns_equal_the_single_node_columns(store: Store) -> None:
             "SELECT name FROM system.columns WHERE database = {db:String} AND table = {t:String} "
             "ORDER BY position", {"db": db, "t": table})], table
     for table, names in (("scored", SCORED_COLUMNS), ("dead_letters", DEAD_LETTER_COLUMNS),
-                         ("alerts", ALERT_COLUMNS), ("pipeline_stats", PIPELINE_STATS_COLUMNS)):
+                         ("alerts", ALERT_COLUMNS + ALERT_DELIVERY_COLUMNS),
+                         ("pipeline_stats", PIPELINE_STATS_COLUMNS)):
         declared = [line.split()[1] for line in _columns_subtree(store, cluster[local_name(table)])
                     if "ColumnDeclaration" in line]
         assert tuple(declared) == names
@@ -105,7 +113,8 @@ def test_db_init_cluster_output_dry_runs_on_a_configured_node(tmp_path: Path) ->
     ("old", "new", "expected"),
     [
         ("cityHash64(id)", "cityHash64(doc_id)", "Missing columns: 'doc_id'"),
-        ("FROM yuqing.scored_local", "FROM yuqing.scored", "the view did not feed scored_minute_local"),
+        ("ORDER BY (task, model_version, id)", "ORDER BY (task, model_version, toStartOfHour(published_at), id)",
+         "two deliveries of one item stay apart in scored_local"),
         ("    probs Map(LowCardinality(String), Float32),\n", "",
          "does not have the columns of the single-node scored"),
         ("'{replica}', scored_at)", "'{replica}', scoredat)", "Version column scoredat does not exist"),

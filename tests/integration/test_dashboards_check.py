@@ -71,8 +71,8 @@ def _broken_copy(tmp_path: Path) -> Path:
         if name == "yuqing-overview.json":
             panels: list[dict[str, Any]] = data["panels"]
             items = panels[0]  # stat "Items": a column that does not exist
-            items["targets"][0]["rawSql"] = items["targets"][0]["rawSql"].replace("uniqExactMerge(items)",
-                                                                                  "uniqExactMerge(no_such_column)")
+            items["targets"][0]["rawSql"] = items["targets"][0]["rawSql"].replace("count() AS items",
+                                                                                  "sum(no_such_column) AS items")
             by_sentiment = panels[4]  # "Items by sentiment": values the schema does not allow
             by_sentiment["gridPos"]["h"] = "tall"
             by_sentiment["options"]["legend"]["displayMode"] = "sideways"
@@ -81,6 +81,9 @@ def _broken_copy(tmp_path: Path) -> Path:
         if name == "yuqing-pipeline.json":
             lag = data["panels"][6]  # "Consumer lag by partition": rows no longer in time order
             lag["targets"][0]["rawSql"] = lag["targets"][0]["rawSql"].replace("ORDER BY time", "ORDER BY lag DESC")
+            consumed = data["panels"][0]  # "Consumed": the group variable quoted, not percent-encoded
+            consumed["targets"][0]["rawSql"] = consumed["targets"][0]["rawSql"].replace(
+                "decodeURLComponent('${group:percentencode}')", "${group:sqlstring}", 1)
         (folder / name).write_text(json.dumps(data, indent=2), encoding="utf-8")
     return folder
 
@@ -101,11 +104,13 @@ def test_check_catches_broken_sql_and_schema_violations(tmp_path: Path, store: S
         ("yuqing-overview.json", "#1 Items"),
         ("yuqing-overview.json", "#9 Fired alerts"),
         ("yuqing-pipeline.json", "#7 Consumer lag by partition"),
+        ("yuqing-pipeline.json", "#1 Consumed"),
     }
     problems = {r.panel: r.problem or "" for r in report.sql if not r.ok}
     assert "no_such_column" in problems["#1 Items"].lower() or "unknown" in problems["#1 Items"].lower()
     assert "format 0 does not suit a table panel" in problems["#9 Fired alerts"]
     assert "ascending" in problems["#7 Consumer lag by partition"]
+    assert "variables not percent-encoded: ${group:sqlstring}" in problems["#1 Consumed"]
     assert sum(r.ok for r in report.sql) > 40  # everything else still passes
 
 
@@ -122,7 +127,7 @@ def test_check_command_exits_non_zero(tmp_path: Path, schema_tools: Path) -> Non
 def test_stale_generated_files_fail_the_check(tmp_path: Path, store: Store) -> None:
     # a fresh build into another folder compares equal; a hand edit does not
     out = tmp_path / "gen"
-    files = build.artifacts(out_dir=out, ts_dir=tmp_path / "ts", alerts_file=None)
+    files = build.artifacts(out_dir=out, alerts_file=None)
     build.write(files)
     assert build.stale(files) == []
     target = out / "yuqing-overview.json"

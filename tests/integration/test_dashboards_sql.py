@@ -50,8 +50,8 @@ def test_overview_counts_each_item_once_for_the_latest_models(store: Store, plan
     negative = sum(it.sentiment == "negative" for it in in_day)
     assert first(panels["Negative share"])[0] == pytest.approx(negative / len(in_day))
     # the variables defaulted to the most recent model versions
-    assert "model_version = 'sentiment-synth-2'" in panels["Items"].sql
-    assert "model_version = 'topic-synth-1'" in panels["Negative share by topic"].sql
+    assert "model_version = decodeURLComponent('sentiment-synth-2')" in panels["Items"].sql
+    assert "model_version = decodeURLComponent('topic-synth-1')" in panels["Negative share by topic"].sql
 
     shares = {re.sub(r" \(\d+\)$", "", str(row[0])): row[1] for row in panels["Negative share by topic"].result_rows}
     for topic, share in shares.items():
@@ -81,7 +81,7 @@ def test_drilldown_filters_select_exactly_the_matching_items(store: Store, plant
     assert rows, "the filtered scenario picks a real item"
     _, source, lang, topic, _, _, first_title, _ = rows[0]
     sql = filtered["Items"].sql
-    keyword = re.search(r"decodeURLComponent\('([^']*)'\)", sql)
+    keyword = re.search(r"concat\(title, ' ', text\), decodeURLComponent\('([^']*)'\)", sql)
     assert keyword is not None
     from urllib.parse import unquote
 

@@ -89,6 +89,19 @@ def test_diff_counts_agreement_and_confusion(planted: Store) -> None:
     assert d.changed[0].score_a == pytest.approx(0.95) and d.changed[0].score_b == pytest.approx(0.90)
 
 
+def test_a_redelivery_with_another_label_and_month_counts_once(planted: Store) -> None:
+    # i0 scored again by A (a replay after a restart): new Kafka time, another month, a flipped label
+    planted.insert("scored", [row("i0", "vA", "neg", 0.51, published=T0 + dt.timedelta(days=40),
+                                  scored_at=SCORED_AT + dt.timedelta(days=40))], SCORED_COLUMNS)
+    d = diff_versions(planted, "vA", "vB", top=20)
+    assert (d.items_a, d.common) == (10, 8)
+    assert d.labels_all_a == {"neg": 5, "neu": 2, "pos": 3}
+    assert ("i0", "neg", "pos") in [(c.id, c.label_a, c.label_b) for c in d.changed]
+    # in its old range it is gone: only the latest delivery's published_at places it
+    early = diff_versions(planted, "vA", "vB", until=T0 + dt.timedelta(hours=1))
+    assert early.items_a == 0 and early.items_b == 1
+
+
 def test_rank_by_b_and_time_range(planted: Store) -> None:
     by_b = diff_versions(planted, "vA", "vB", rank_by="b")
     assert [c.id for c in by_b.changed] == ["i4", "i1", "i7"]

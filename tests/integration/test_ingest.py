@@ -1,7 +1,7 @@
 """`yuqing ingest` against the real broker, with feeds served from 127.0.0.1.
 
 Good RSS (Chinese) and Atom (English) feeds, one that grows between polls, one that answers 304
-to its ETag, and three broken ones (HTTP 500, malformed XML, a timeout).
+to its ETag, and three broken ones (HTTP 500, malformed XML, one that trickles past its deadline).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def serve_all(server: FeedServer, growing: int) -> None:
     server.set("/cached.rss", rss(CACHED), etag='"cached-v1"')
     server.set("/500.rss", "internal error", status=500)
     server.set("/malformed.rss", MALFORMED)
-    server.set("/slow.rss", rss(ZH), delay=2.0)
+    server.set("/slow.rss", rss(ZH), trickle=0.05)  # every read is quick, the whole body is not
 
 
 def feeds_config(server: FeedServer) -> dict[str, Any]:
@@ -77,12 +77,13 @@ def feeds_config(server: FeedServer) -> dict[str, Any]:
         "timeout": 0.7,
         "backoff_base": 0.5,
         "backoff_max": 2,
+        "allow_private": True,  # the local feed server
         "feeds": [{"url": server.url(p), "source": n} for n, p in zip(names, paths, strict=True)],
     }
 
 
 def write_toml(path: Path, data: dict[str, Any]) -> Path:
-    lines = [f"{k} = {v}" for k, v in data.items() if k != "feeds"]
+    lines = [f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in data.items() if k != "feeds"]
     for feed in data["feeds"]:
         lines.append("[[feeds]]")
         lines.extend(f'{k} = "{v}"' for k, v in feed.items())
@@ -249,7 +250,11 @@ def test_sigterm_during_a_fetch_lets_that_poll_finish(
     feed_server: FeedServer, kafka_bootstrap: str, topic_name: str, tmp_path: Path
 ) -> None:
     feed_server.set("/slow-ok.rss", rss(ZH), delay=1.5)  # slow but within its timeout
-    config = {"timeout": 10, "feeds": [{"url": feed_server.url("/slow-ok.rss"), "source": "slow-ok"}]}
+    config = {
+        "timeout": 10,
+        "allow_private": True,
+        "feeds": [{"url": feed_server.url("/slow-ok.rss"), "source": "slow-ok"}],
+    }
     feeds = write_toml(tmp_path / "feeds.toml", config)
     state = tmp_path / "state.sqlite"
     proc = subprocess.Popen(

@@ -47,6 +47,7 @@ def test_feed_entries_reach_the_store_once(
     feeds.set("/en.xml", atom(en, lang="en"))
     config = tmp_path / "feeds.toml"
     config.write_text(
+        "allow_private = true\n\n"  # the local feed server
         f'[[feeds]]\nurl = "{feeds.url("/zh.xml")}"\nsource = "zh-wire"\n\n'
         f'[[feeds]]\nurl = "{feeds.url("/en.xml")}"\nsource = "en-wire"\n'
     )

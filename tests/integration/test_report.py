@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import os
 import re
 import shutil
 import subprocess
+from importlib import resources
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from PIL import Image, ImageChops
 
 from stream.alerts import LiveRunner, parse_rules
 from stream.cli import cli
@@ -24,6 +28,13 @@ CHROMIUM = next(
     (shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)),
     None,
 )
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (make system-deps)")
+ROOT = Path(__file__).resolve().parents[2]
+BRIEF_CSS = resources.files("stream.brief").joinpath("assets/brief.css").read_text("utf-8")
+# Distinct characters of the brief's own title and headings, one per cell of the glyph page.
+GLYPHS = "舆情日报负面"
+CELL = 160
+LATIN_FONTS = Path("/usr/share/fonts/truetype/dejavu")
 
 
 def _report(store_settings: StoreSettings, out: Path, *args: str) -> str:
@@ -37,7 +48,7 @@ def _report(store_settings: StoreSettings, out: Path, *args: str) -> str:
     return result.output
 
 
-def _dump_dom(page: Path, profile: Path) -> str:
+def _chromium(profile: Path, *args: str, env: dict[str, str] | None = None) -> str:
     assert CHROMIUM is not None
     done = subprocess.run(
         [
@@ -50,16 +61,59 @@ def _dump_dom(page: Path, profile: Path) -> str:
             "--disable-component-update",
             "--disable-sync",
             f"--user-data-dir={profile}",
-            "--dump-dom",
-            page.as_uri(),
+            *args,
         ],
         capture_output=True,
         text=True,
         timeout=90,
         check=False,
+        env=env,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
+
+
+def _dump_dom(page: Path, profile: Path) -> str:
+    return _chromium(profile, "--dump-dom", page.as_uri())
+
+
+def _screenshot(page: Path, png: Path, size: tuple[int, int], env: dict[str, str] | None = None) -> Image.Image:
+    _chromium(
+        png.with_suffix(".profile"),
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",
+        "--virtual-time-budget=5000",  # let the page's script draw before the shot
+        f"--window-size={size[0]},{size[1]}",
+        f"--screenshot={png}",
+        page.as_uri(),
+        env=env,
+    )
+    return Image.open(png)
+
+
+def _glyph_page(path: Path) -> Path:
+    """Each of GLYPHS large in its own fixed cell, in the brief's own fonts (its CSS)."""
+    cells = "".join(f'<div class="glyph" style="left:{i * CELL}px">{g}</div>' for i, g in enumerate(GLYPHS))
+    path.write_text(
+        f'<!DOCTYPE html><html lang="zh-CN"><head><meta charset="utf-8"><style>{BRIEF_CSS}\n'
+        f".glyph {{ position: fixed; top: 0; width: {CELL}px; height: {CELL}px; font-size: {CELL * 3 // 4}px;"
+        f" line-height: {CELL}px; text-align: center; }}</style></head><body>{cells}</body></html>",
+        encoding="utf-8",
+    )
+    return path
+
+
+def tofu(shot: Image.Image) -> list[str]:
+    """Why the glyph cells do not show real CJK glyphs: a cell without ink (nothing drawn), or two
+    cells alike (a missing-glyph box is the same for every character).  Empty when they all do."""
+    ink = shot.convert("L").point(lambda v: 255 if v < 128 else 0)
+    cells = dict(zip(GLYPHS, (ink.crop((i * CELL, 0, (i + 1) * CELL, CELL)) for i in range(len(GLYPHS))), strict=True))
+    area = CELL * CELL
+    problems = [f"{g}: nothing drawn" for g, cell in cells.items() if cell.histogram()[255] < area // 200]
+    for (a, ca), (b, cb) in itertools.combinations(cells.items(), 2):
+        if ImageChops.difference(ca, cb).histogram()[255] < area // 100:
+            problems.append(f"{a} and {b} render alike")
+    return problems
 
 
 @pytest.fixture
@@ -116,7 +170,7 @@ def test_since_accepts_durations_and_rfc3339(planted: Store, store_settings: Sto
     assert bad.exit_code != 0
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (apt-get install chromium)")
+@needs_chromium
 def test_brief_charts_draw_in_headless_chromium(planted: Store, store_settings: StoreSettings, tmp_path: Path) -> None:
     out = tmp_path / "brief.html"
     _report(store_settings, out, "--since", "2025-03-09T12:00:00Z", "--until", "2025-03-10T12:00:00Z")
@@ -129,3 +183,53 @@ def test_brief_charts_draw_in_headless_chromium(planted: Store, store_settings: 
     assert int(rendered["topics"]) >= 2 * 5  # track + bar per topic
     assert int(rendered["sources"]) >= 2 * 4
     assert "<img" not in dom  # escaped data stayed text
+
+
+def test_the_brief_names_a_cjk_font_stack() -> None:
+    stack = re.search(r"body \{[^}]*font: [^,]+, ([^;]+);", BRIEF_CSS)
+    assert stack, "body has no font shorthand"
+    families = [f.strip().strip('"') for f in stack.group(1).split(",")]
+    cjk = ["Noto Sans CJK SC", "Source Han Sans SC", "PingFang SC", "Microsoft YaHei", "WenQuanYi Micro Hei"]
+    assert [f for f in families if f in cjk] == cjk
+    assert families[-1] == "sans-serif"
+
+
+@needs_chromium
+def test_chinese_text_renders_as_real_glyphs(tmp_path: Path) -> None:
+    shot = _screenshot(_glyph_page(tmp_path / "glyphs.html"), tmp_path / "glyphs.png", (CELL * len(GLYPHS), CELL))
+    assert shot.size == (CELL * len(GLYPHS), CELL)
+    assert tofu(shot) == [], "CJK text renders as missing glyphs: install fonts-noto-cjk (make system-deps)"
+
+
+@needs_chromium
+@pytest.mark.skipif(not LATIN_FONTS.is_dir(), reason=f"{LATIN_FONTS} (fonts-dejavu-core) is not installed")
+def test_the_detector_flags_fonts_without_cjk(tmp_path: Path) -> None:
+    # fontconfig limited to one Latin font folder: Chinese has nothing to fall back on.
+    conf = tmp_path / "fonts.conf"
+    conf.write_text(
+        '<?xml version="1.0"?>\n<!DOCTYPE fontconfig SYSTEM "fonts.dtd">\n'
+        f"<fontconfig><dir>{LATIN_FONTS}</dir><cachedir>{tmp_path / 'fc-cache'}</cachedir></fontconfig>\n",
+        encoding="utf-8",
+    )
+    env = {**os.environ, "FONTCONFIG_FILE": str(conf)}
+    shot = _screenshot(_glyph_page(tmp_path / "glyphs.html"), tmp_path / "glyphs.png", (CELL * len(GLYPHS), CELL), env)
+    problems = tofu(shot)
+    assert problems
+    assert {g for g in GLYPHS if any(g in p for p in problems)} == set(GLYPHS)  # every character is flagged
+
+
+@needs_chromium
+def test_brief_screenshot(planted: Store, store_settings: StoreSettings, tmp_path: Path) -> None:
+    """A shot of the real brief; YUQING_DOCS_SCREENSHOT=1 also writes it to docs/brief.png."""
+    out = tmp_path / "brief.html"
+    _report(store_settings, out, "--since", "2025-03-09T12:00:00Z", "--until", "2025-03-10T12:00:00Z")
+    shot = _screenshot(out, tmp_path / "brief.png", (1200, 1500)).convert("RGB")
+    assert shot.size == (1200, 1500)
+    colours = [rgb for _, rgb in shot.getcolors(maxcolors=1200 * 1500) or [] if isinstance(rgb, tuple)]
+    assert len(colours) > 50  # text, charts and tables, not a blank page
+    assert any(r > 180 and g < 110 and b < 110 for r, g, b in colours)  # the negative bars' red
+    if os.environ.get("YUQING_DOCS_SCREENSHOT"):
+        target = ROOT / "docs" / "brief.png"
+        target.parent.mkdir(exist_ok=True)
+        shot.quantize(colors=64).save(target, optimize=True)
+        assert target.stat().st_size < 300_000

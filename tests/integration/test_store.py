@@ -5,7 +5,7 @@ import datetime as dt
 import pytest
 
 from stream.core.errors import StoreError
-from stream.core.schema import SCORED_COLUMNS
+from stream.core.schema import SCORED_BY_ID, SCORED_COLUMNS, migrations
 from stream.core.settings import StoreSettings
 from stream.core.store import Store
 
@@ -14,18 +14,76 @@ pytestmark = pytest.mark.integration
 T0 = dt.datetime(2026, 11, 20, 8, 30, tzinfo=dt.UTC)
 
 
-def scored_row(item_id: str, version: str = "sent-v1", label: str = "negative", minute: int = 0) -> list[object]:
+def scored_row(item_id: str, version: str = "sent-v1", label: str = "negative", minute: int = 0,
+               scored: dt.timedelta = dt.timedelta(0)) -> list[object]:
     ts = T0 + dt.timedelta(minutes=minute)
     return [item_id, "wire", f"https://e.x/{item_id}", "title", "text", "en", ts, ts, "news", 0, 1,
-            "sentiment", "sentiment-test", version, label, 0.9, {"negative": 0.9, "positive": 0.1}, False, ts]
+            "sentiment", "sentiment-test", version, label, 0.9, {"negative": 0.9, "positive": 0.1}, False,
+            ts + scored]
+
+
+def tables_of(store: Store) -> set[str]:
+    return {r[0] for r in store.rows("SELECT name FROM system.tables WHERE database = {db:String}",
+                                     {"db": store.database})}
 
 
 def test_init_is_idempotent(store: Store) -> None:
     assert store.init_schema() == []  # the fixture applied everything already
-    assert store.schema_version() == 1
-    tables = {r[0] for r in store.rows("SELECT name FROM system.tables WHERE database = {db:String}",
-                                       {"db": store.database})}
-    assert {"scored", "scored_minute", "scored_minute_mv", "dead_letters", "alerts", "pipeline_stats"} <= tables
+    assert store.schema_version() == max(m.version for m in migrations(store.database))
+    assert {"scored", "dead_letters", "alerts", "pipeline_stats"} <= tables_of(store)
+    assert not {"scored_minute", "scored_minute_mv"} & tables_of(store)
+    keys = store.rows("SELECT sorting_key, partition_key FROM system.tables WHERE database = {db:String} "
+                      "AND name = 'scored'", {"db": store.database})
+    assert keys == [("task, model_version, id", "(task, model_version)")]
+
+
+def test_every_delivery_of_an_item_collapses_to_one_row(store: Store) -> None:
+    # a re-send with a new Kafka timestamp (published_at), a flipped label, a later scored_at
+    first = scored_row("x", minute=0, label="negative")
+    again = scored_row("x", minute=60 * 24 * 45, label="positive", scored=dt.timedelta(hours=1))
+    store.insert("scored", [first], SCORED_COLUMNS)
+    store.insert("scored", [again], SCORED_COLUMNS)
+    db = store.database
+    assert store.rows(f"SELECT id, label FROM {db}.scored FINAL") == [("x", "positive")]
+    # a time-range read sees the latest delivery only, in its own range
+    in_range = (f"SELECT count() FROM {db}.scored FINAL WHERE published_at >= {{a:DateTime64(3)}} "
+                "AND published_at < {b:DateTime64(3)}")
+    assert store.scalar(in_range, {"a": T0, "b": T0 + dt.timedelta(days=1)}) == 0
+    assert store.scalar(in_range, {"a": T0 + dt.timedelta(days=45), "b": T0 + dt.timedelta(days=46)}) == 1
+
+
+def test_a_backfill_spanning_years_is_one_insert(store: Store) -> None:
+    # 150 months in one batch: the old monthly partitions refused more than 100 per insert
+    rows = [scored_row(f"b{i}", minute=60 * 24 * 31 * i) for i in range(150)]
+    store.insert("scored", rows, SCORED_COLUMNS)
+    assert store.scalar(f"SELECT count() FROM {store.database}.scored FINAL") == 150
+
+
+def test_the_migration_moves_an_old_layout_store(store_settings: StoreSettings) -> None:
+    """A store created before the re-keying: its rows move, its duplicates collapse, init stays idempotent."""
+    old = Store(store_settings)
+    db = old.database
+    try:
+        old.command(f"CREATE DATABASE IF NOT EXISTS {db}")
+        for migration in migrations(db):
+            if migration.version < SCORED_BY_ID:
+                for statement in migration.statements:
+                    old.command(statement)
+        # the same (id, version) twice under the old key: another published_at hour, another label
+        old.insert("scored", [scored_row("a"), scored_row("b"), scored_row("c", version="sent-v2")], SCORED_COLUMNS)
+        old.insert("scored", [scored_row("a", minute=90, label="positive", scored=dt.timedelta(minutes=5))],
+                   SCORED_COLUMNS)
+        assert old.scalar(f"SELECT count() FROM {db}.scored FINAL") == 4  # the defect: two rows for `a`
+        applied = old.init_schema()
+        assert SCORED_BY_ID in applied
+        assert old.rows(f"SELECT id, model_version, label FROM {db}.scored FINAL ORDER BY id") == [
+            ("a", "sent-v1", "positive"), ("b", "sent-v1", "negative"), ("c", "sent-v2", "negative")]
+        assert not {"scored_minute", "scored_minute_mv"} & tables_of(old)
+        assert old.init_schema() == []
+        assert old.scalar(f"SELECT count() FROM {db}.scored FINAL") == 3
+    finally:
+        old.command(f"DROP DATABASE IF EXISTS {db}")
+        old.close()
 
 
 def test_round_trip_and_duplicates_collapse(store: Store) -> None:
@@ -37,10 +95,9 @@ def test_round_trip_and_duplicates_collapse(store: Store) -> None:
     assert store.scalar(f"SELECT count() FROM {db}.scored") == 71  # raw parts still hold the copies
     final = store.rows(f"SELECT model_version, count() FROM {db}.scored FINAL GROUP BY 1 ORDER BY 1")
     assert final == [("sent-v1", 50), ("sent-v2", 1)]
-    # the per-minute aggregate counts distinct ids, so the re-delivery does not inflate it either
     per_minute = store.rows(
-        f"SELECT minute, uniqExactMerge(items) FROM {db}.scored_minute "
-        "WHERE model_version = 'sent-v1' GROUP BY minute ORDER BY minute"
+        f"SELECT toStartOfMinute(published_at) AS m, count() FROM {db}.scored FINAL "
+        "WHERE model_version = 'sent-v1' GROUP BY m ORDER BY m"
     )
     assert [n for _, n in per_minute] == [17, 17, 16]
     row = store.rows(f"SELECT probs['negative'], published_at FROM {db}.scored FINAL WHERE id = 'id1' "

@@ -100,14 +100,9 @@ def test_kill_9_three_times_loses_and_doubles_nothing(
             "SELECT model_version, count(), uniqExact(id) FROM yuqing.scored FINAL GROUP BY 1 ORDER BY 1"
         )
         raw = store.scalar("SELECT count() FROM yuqing.scored")
-        per_minute = store.rows(
-            "SELECT model_version, sum(n) FROM (SELECT model_version, minute, uniqExactMerge(items) AS n "
-            "FROM yuqing.scored_minute GROUP BY model_version, minute) GROUP BY 1 ORDER BY 1"
-        )
     assert len(per_version) == 2
     for _version, rows, ids in per_version:
         assert rows == ids == total  # every (id, model_version) exactly once, none missing
-    assert [n for _, n in per_minute] == [total, total]
     # The kills did cause re-deliveries (raw rows above 2 x total) that the reads collapse.
     assert raw >= 2 * total
 

@@ -149,19 +149,24 @@ def test_term_pattern(term: str, hits: list[str], misses: list[str]) -> None:
         assert not pattern.search(text), (term, text)
 
 
-def test_memory_state_tracks_last_fire_and_reported_ids() -> None:
+def test_memory_state_tracks_fires_near_a_moment_known_ids_and_reported_ids() -> None:
     state = MemoryState()
 
-    def alert(scope: str, at: dt.datetime, ids: tuple[str, ...]) -> Alert:
+    def alert(alert_id: str, scope: str, at: dt.datetime, ids: tuple[str, ...]) -> Alert:
         return Alert(
-            "id", "r", "watch_list", "info", scope, at - dt.timedelta(hours=1), at, 1, 1, len(ids), ids, "", at
+            alert_id, "r", "watch_list", "info", scope, at - dt.timedelta(hours=1), at, 1, 1, len(ids), ids, "", at
         )
 
-    state.record(alert("term=a", NOW, ("1", "2")))
-    state.record(alert("term=a", NOW + dt.timedelta(minutes=5), ("3",)))
-    state.record(alert("term=b", NOW, ("4",)))
-    assert state.last_fired("r") == {"term=a": NOW + dt.timedelta(minutes=5), "term=b": NOW}
-    assert state.last_fired("other") == {}
+    state.record(alert("a1", "term=a", NOW, ("1", "2")))
+    state.record(alert("a2", "term=a", NOW + dt.timedelta(minutes=5), ("3",)))
+    state.record(alert("b1", "term=b", NOW, ("4",)))
+    minute = dt.timedelta(minutes=1)
+    # Strictly between: a fire exactly a cool-down away is not "near".
+    assert state.fired_near("r", NOW - minute, NOW + minute) == {"term=a", "term=b"}
+    assert state.fired_near("r", NOW, NOW + 5 * minute) == set()
+    assert state.fired_near("r", NOW + minute, NOW + 10 * minute) == {"term=a"}
+    assert state.fired_near("other", NOW - minute, NOW + minute) == set()
+    assert state.known("r", ["a1", "zz", "b1"]) == {"a1", "b1"} and state.known("other", ["a1"]) == set()
     assert state.reported_ids("r", NOW + dt.timedelta(minutes=1)) == {"term=a": {"3"}}
     assert state.reported_ids("r", NOW) == {"term=a": {"1", "2", "3"}, "term=b": {"4"}}
 

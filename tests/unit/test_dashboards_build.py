@@ -11,7 +11,7 @@ import yaml
 
 from dashboards import build
 from dashboards.grafana import DATASOURCE_UID, FORMAT_TABLE, FORMAT_TIME_SERIES, PLUGIN_ID
-from dashboards.sqlcheck import panels_of
+from dashboards.sqlcheck import panels_of, unsafe_references
 
 BOARDS = {uid: make("yuqing") for uid, make in build.DASHBOARDS.items()}
 
@@ -46,15 +46,13 @@ def test_every_target_is_raw_sql_for_the_clickhouse_plugin() -> None:
         assert ds["query"] == PLUGIN_ID and ds["current"]["value"] == DATASOURCE_UID
 
 
-def test_scored_is_read_with_final_or_through_the_minute_aggregate() -> None:
+def test_every_panel_counts_from_scored_final() -> None:
     for data in BOARDS.values():
         for panel, target in targets(data):
             sql = target["rawSql"]
-            for match in re.finditer(r"\.scored\b(?!_minute)(\s+\w+)?", sql):
+            for match in re.finditer(r"\.scored\b(\s+\w+)?", sql):
                 assert (match.group(1) or "").strip() == "FINAL", f"{panel['title']}: scored read without FINAL"
-            if ".scored_minute" in sql:
-                assert "uniqExactMerge(items)" in sql, panel["title"]
-            assert "count(DISTINCT" not in sql
+            assert "scored_minute" not in sql and "count(DISTINCT" not in sql
 
 
 def test_content_panels_follow_the_selected_model_versions() -> None:
@@ -68,28 +66,48 @@ def test_content_panels_follow_the_selected_model_versions() -> None:
         for panel, target in targets(data):
             sql = target["rawSql"]
             if ".scored" in sql:
-                assert "${sentiment_model:sqlstring}" in sql, panel["title"]
+                assert "decodeURLComponent('${sentiment_model:percentencode}')" in sql, panel["title"]
 
 
-def test_drilldown_filters_are_quoted_and_the_keyword_percent_encoded() -> None:
-    data = BOARDS["yuqing-drilldown"]
-    names = variables(data)
+def test_every_variable_reaches_sql_percent_encoded() -> None:
+    names = variables(BOARDS["yuqing-drilldown"])
     for name in ("topic", "source", "lang"):
-        assert names[name]["multi"] and names[name]["includeAll"] and names[name]["allValue"] == "'__all__'"
+        assert names[name]["multi"] and names[name]["includeAll"] and names[name]["allValue"] == "__all__"
     assert names["keyword"]["type"] == "textbox"
-    for panel, target in targets(data):
-        sql = target["rawSql"]
-        assert "decodeURLComponent('${keyword:percentencode}')" in sql, panel["title"]
-        assert "positionCaseInsensitiveUTF8" in sql
-        for var in ("topic", "source", "lang", "keyword"):
-            # every use of a variable names an explicit, quoting format
-            for use in re.findall(r"\$\{?" + var + r"\b[^}\s]*", sql):
-                assert use in (f"${{{var}:sqlstring", f"${{{var}:percentencode"), use
+    for data in BOARDS.values():
+        constants = frozenset(v["name"] for v in data["templating"]["list"] if v["type"] in ("constant", "datasource"))
+        sqls = [target["rawSql"] for _, target in targets(data)]
+        sqls += [v["query"]["rawSql"] for v in data["templating"]["list"] if v["type"] == "query"]
+        for sql in sqls:
+            assert unsafe_references(sql, constants) == [], sql
+            assert ":sqlstring" not in sql and ":singlequote" not in sql
+
+
+@pytest.mark.parametrize("sql", [
+    "x = ${v:sqlstring}", "x = '$v'", "x = '[[v]]'", "x = '${v}'", "decodeURLComponent('${v:raw}')",
+    "decodeURLComponent(${v:percentencode})", "x = '${v:percentencode}'",
+])
+def test_unsafe_variable_uses_are_found(sql: str) -> None:
+    assert unsafe_references(sql, frozenset({"db"})) != []
+    assert unsafe_references("${db:raw}.t WHERE decodeURLComponent('${v:percentencode}') = 'a' AND $__timeFilter(t)",
+                             frozenset({"db"})) == []
 
 
 def test_committed_files_match_a_fresh_build() -> None:
     stale = build.stale(build.artifacts())
     assert stale == [], f"run `yuqing dashboards build`: {stale}"
+
+
+def test_freshness_flags_edited_missing_and_stray_json(tmp_path: Path) -> None:
+    files = build.artifacts(out_dir=tmp_path, alerts_file=tmp_path / "alerts.yaml")
+    build.write(files)
+    assert build.stale(files) == []
+    edited, missing = tmp_path / "yuqing-overview.json", tmp_path / "yuqing-pipeline.json"
+    edited.write_text(edited.read_text(encoding="utf-8").replace(": ", ":", 1), encoding="utf-8")
+    missing.unlink()
+    (tmp_path / "alerts.yaml").write_text("# hand edit\n" + files[tmp_path / "alerts.yaml"], encoding="utf-8")
+    (tmp_path / "old-board.json").write_text("{}", encoding="utf-8")
+    assert build.stale(files) == [edited, missing, tmp_path / "alerts.yaml", tmp_path / "old-board.json"]
 
 
 def test_typescript_modules_cover_dashboard_and_each_panel() -> None:
@@ -118,8 +136,9 @@ def test_alert_rules_mirror_the_default_rules(tmp_path: Path) -> None:
     assert spike["data"][1]["model"]["conditions"][0]["evaluator"] == {"type": "gt", "params": [3.0]}
     for rule in rules.values():
         assert rule["data"][0]["datasourceUid"] == DATASOURCE_UID
-        assert "FINAL" in rule["data"][0]["model"]["rawSql"] or "uniqExactMerge" in rule["data"][0]["model"]["rawSql"]
-        assert "${" not in rule["data"][0]["model"]["rawSql"]  # alert queries cannot use dashboard variables
+        sql = rule["data"][0]["model"]["rawSql"]
+        assert "FINAL" in sql and "scored_minute" not in sql
+        assert "${" not in sql  # alert queries cannot use dashboard variables
 
 
 def test_database_is_a_build_parameter() -> None:

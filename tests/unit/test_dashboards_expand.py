@@ -6,6 +6,8 @@ import datetime as dt
 from urllib.parse import unquote
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dashboards.expand import (
     ExpandError,
@@ -76,8 +78,41 @@ def test_formats_and_the_plugin_default() -> None:
 def test_custom_all_value_goes_in_unformatted() -> None:
     all_sources = VariableValue(("a", "b"), multi=True, all_selected=True, all_value="'__all__'")
     assert interpolate("${s:sqlstring}", {"s": all_sources}) == "'__all__'"
+    # ... except for text ("All") and percentencode (Grafana's CustomAllValue formats those)
+    assert interpolate("${s:text}", {"s": all_sources}) == "All"
+    assert interpolate("${s:percentencode}", {"s": all_sources}) == "%27__all__%27"
+    plain = VariableValue(("a", "b"), multi=True, all_selected=True, all_value="__all__")
+    assert interpolate("${s:percentencode}", {"s": plain}) == "__all__"
     every = VariableValue(("a", "b"), multi=True, all_selected=True)
     assert interpolate("${s:sqlstring}", {"s": every}) == "'a','b'"
+    assert interpolate("${s:percentencode}", {"s": every}) == "%7Ba%2Cb%7D"
+
+
+@pytest.mark.parametrize(
+    ("values", "multi", "expected"),
+    [  # what Grafana's encodeURIComponentStrict gives (JavaScript), glob form for multi-value variables
+        (("a b",), False, "a%20b"),
+        (("!'()*",), False, "%21%27%28%29%2A"),
+        (("-_.~AZaz09",), False, "-_.~AZaz09"),
+        (("\\'\n",), False, "%5C%27%0A"),
+        (("舆情",), False, "%E8%88%86%E6%83%85"),
+        (("🚨",), False, "%F0%9F%9A%A8"),
+        (("100% $__x {}",), False, "100%25%20%24__x%20%7B%7D"),
+        (("a",), True, "%7Ba%7D"),
+        (("a", "b,c"), True, "%7Ba%2Cb%2Cc%7D"),
+        ((), True, "%7B%7D"),
+    ],
+)
+def test_percentencode_is_grafanas(values: tuple[str, ...], multi: bool, expected: str) -> None:
+    assert interpolate("${v:percentencode}", {"v": VariableValue(values, multi=multi)}) == expected
+
+
+@given(values=st.lists(st.text(), min_size=1, max_size=4), multi=st.booleans())
+def test_percentencode_of_any_values_decodes_to_them(values: list[str], multi: bool) -> None:
+    multi = multi or len(values) > 1
+    out = interpolate("${v:percentencode}", {"v": VariableValue(tuple(values), multi=multi)})
+    assert set(out) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789%-_.~")
+    assert unquote(out) == ("{" + ",".join(values) + "}" if multi else values[0])
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""stream/tools/sample/news_sample.jsonl (what `make demo` streams) meets the input contract and covers the dashboards."""
+"""stream/tools/sample/news_sample.jsonl (what `make demo` streams) meets the input contract and covers
+the dashboards."""
 
 from __future__ import annotations
 

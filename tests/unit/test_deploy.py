@@ -18,6 +18,9 @@ def _copy_compose(tmp_path: Path, old: str, new: str) -> Path:
     target = tmp_path / "deploy" / "compose"
     shutil.copytree(ROOT / "deploy/compose", target)
     shutil.copy(ROOT / "deploy/feeds.example.toml", tmp_path / "deploy" / "feeds.example.toml")
+    shutil.copy(ROOT / "alerts.toml", tmp_path / "alerts.toml")
+    shutil.copytree(ROOT / "deploy/k8s/clickhouse", tmp_path / "deploy/k8s/clickhouse")
+    shutil.copytree(ROOT / "deploy/grafana", tmp_path / "deploy/grafana")
     compose = target / "compose.yaml"
     text = compose.read_text()
     assert old in text, old
@@ -94,6 +97,12 @@ def test_env_example_holds_no_secret_values() -> None:
             "CLICKHOUSE_PASSWORD: hunter2\n      CLICKHOUSE_DEFAULT",
             "written into compose.yaml",
         ),
+        # Grafana with the writer's account, or with a reader whose password the server lacks
+        ("CLICKHOUSE_READER_USER: yuqing_grafana", "CLICKHOUSE_READER_USER: ${CLICKHOUSE_USER:-yuqing}",
+         "logs in as 'yuqing', not a readonly = 1 user"),
+        ("      GRAFANA_CLICKHOUSE_PASSWORD: ${GRAFANA_CLICKHOUSE_PASSWORD:?set",
+         "      X_UNUSED: ${GRAFANA_CLICKHOUSE_PASSWORD:?set", "clickhouse lacks GRAFANA_CLICKHOUSE_PASSWORD"),
+        ("../k8s/clickhouse/yuqing-grafana.xml:", "../../alerts.toml:", "alerts.toml is not valid XML"),
     ],
 )
 def test_compose_check_catches(tmp_path: Path, old: str, new: str, expected: str) -> None:
@@ -128,6 +137,12 @@ def test_k8s_secrets_stay_out_of_git() -> None:
         ("config/yuqing.toml", "max_items = 256", "max_itemz = 256", "unknown setting 'batch.max_itemz'"),
         ("config/alerts.toml", "threshold = 0.6", "threshold = 1.6", "threshold"),
         ("db-init-job.yaml", 'args: ["db", "init"]', 'args: ["db", "init", "--force"]', "No such option"),
+        ("clickhouse/yuqing-grafana.xml", "<readonly>1</readonly>", "<readonly>2</readonly>",
+         "no ConfigMap yuqing-clickhouse-users with a readonly = 1 user"),
+        ("clickhouse/yuqing-grafana.xml", '<password from_env="GRAFANA_CLICKHOUSE_PASSWORD"/>',
+         "<password>hunter2</password>", "no ConfigMap yuqing-clickhouse-users with a readonly = 1 user"),
+        ("secrets.env.example", "GRAFANA_CLICKHOUSE_PASSWORD=", "GRAFANA_PW=",
+         "yuqing-secrets has no GRAFANA_CLICKHOUSE_PASSWORD"),
     ],
 )
 def test_k8s_check_catches(tmp_path: Path, name: str, old: str, new: str, expected: str) -> None:
@@ -185,12 +200,12 @@ def test_grafana_provisioning_is_checked_against_the_container(tmp_path: Path) -
     """Variables the data source reads must be in grafana's environment; the provider's path mounted."""
     compose = _copy_compose(tmp_path, "GF_USERS_ALLOW_SIGN_UP", "GF_USERS_ALLOW_SIGN_UP")
     provisioning = tmp_path / "deploy/grafana/provisioning"
-    (provisioning / "datasources").mkdir(parents=True)
-    (provisioning / "dashboards").mkdir()
+    (provisioning / "datasources").mkdir(parents=True, exist_ok=True)
+    (provisioning / "dashboards").mkdir(exist_ok=True)
     (provisioning / "datasources/clickhouse.yaml").write_text(
         "apiVersion: 1\ndatasources:\n  - name: ClickHouse\n    type: grafana-clickhouse-datasource\n"
-        "    jsonData:\n      host: $CLICKHOUSE_HOST\n      username: ${CLICKHOUSE_USER}\n"
-        "    secureJsonData:\n      password: $CLICKHOUSE_PASSWORD\n"
+        "    jsonData:\n      host: $CLICKHOUSE_HOST\n      username: ${CLICKHOUSE_READER_USER}\n"
+        "    secureJsonData:\n      password: $CLICKHOUSE_READER_PASSWORD\n"
     )
     provider = "apiVersion: 1\nproviders:\n  - name: yuqing\n    options: {path: %s}\n"
     (provisioning / "dashboards/yuqing.yaml").write_text(provider % "/var/lib/grafana/dashboards/yuqing")

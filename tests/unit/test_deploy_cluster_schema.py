@@ -7,12 +7,12 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from stream.core import cluster_schema
 from stream.cli import cli
+from stream.core import cluster_schema
 from stream.core.errors import ConfigError
-from stream.core.schema import migrations
+from stream.core.schema import Migration, migrations
 
-TABLES = ("scored", "scored_minute", "dead_letters", "alerts", "pipeline_stats")
+TABLES = ("scored", "dead_letters", "alerts", "pipeline_stats")
 
 
 def _by_name(statements: list[str]) -> dict[str, str]:
@@ -42,22 +42,37 @@ def test_each_table_is_local_replicated_plus_distributed_under_its_own_name() ->
     assert "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', scored_at)" in (
         by_name["scored_local"]
     )
-    assert "ReplicatedAggregatingMergeTree(" in by_name["scored_minute_local"]
     assert "ReplicatedMergeTree(" in by_name["pipeline_stats_local"]
 
 
 def test_scored_is_sharded_by_id_so_replacing_dedup_stays_on_one_shard() -> None:
     by_name = _by_name(cluster_schema.cluster_ddl("yq", "prod"))
     assert by_name["scored"].endswith("Distributed(prod, yq, scored_local, cityHash64(id))")
-    # Written only by the per-shard view: no sharding key, rows stay with their source rows.
-    assert by_name["scored_minute"].endswith("Distributed(prod, yq, scored_minute_local)")
 
 
-def test_view_reads_and_writes_local_tables() -> None:
-    view = _by_name(cluster_schema.cluster_ddl("yq", "prod"))["scored_minute_mv"]
-    assert "TO yq.scored_minute_local AS" in view
-    assert "FROM yq.scored_local" in view
-    assert "yq.scored\n" not in view and "FROM yq.scored " not in view
+def test_the_cluster_gets_the_schema_the_migrations_leave() -> None:
+    statements = cluster_schema.cluster_ddl("yq", "prod")
+    by_name = _by_name(statements)
+    # scored in its last form: keyed and partitioned by what two deliveries of an item share
+    local = by_name["scored_local"]
+    assert "ORDER BY (task, model_version, id)" in local and "PARTITION BY (task, model_version)" in local
+    assert "INDEX idx_published published_at TYPE minmax" in local
+    assert "toYYYYMM(published_at)" not in local and "AS SELECT" not in local
+    # dropped objects are not created, and nothing drops or copies on a new cluster
+    assert not any(name.startswith("scored_minute") for name in by_name)
+    assert not any(s.startswith(("DROP", "CREATE OR REPLACE")) or "AS SELECT" in s for s in statements)
+    assert [s for s in statements if "scored_local ON CLUSTER" in s] == [local]
+
+
+def test_a_statement_without_a_cluster_form_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = cluster_schema.migrations
+
+    def with_alter(db: str, ttl_days: int = 0) -> list[Migration]:
+        return [*real(db, ttl_days), Migration(99, "alter", (f"ALTER TABLE {db}.scored DELETE WHERE 1",))]
+
+    monkeypatch.setattr(cluster_schema, "migrations", with_alter)
+    with pytest.raises(cluster_schema.ClusterSchemaError, match="no cluster form"):
+        cluster_schema.cluster_ddl("yq", "prod")
 
 
 def test_migrations_table_is_replicated_to_every_node_and_marked_current() -> None:
@@ -73,7 +88,6 @@ def test_migrations_table_is_replicated_to_every_node_and_marked_current() -> No
 def test_ttl_days_carry_over_to_the_local_tables() -> None:
     by_name = _by_name(cluster_schema.cluster_ddl("yq", "prod", ttl_days=30))
     assert "TTL toDateTime(published_at) + INTERVAL 30 DAY" in by_name["scored_local"]
-    assert "TTL toDateTime(minute) + INTERVAL 30 DAY" in by_name["scored_minute_local"]
     assert "TTL" not in _by_name(cluster_schema.cluster_ddl("yq", "prod"))["scored_local"]
 
 
@@ -101,9 +115,10 @@ def test_every_single_node_table_has_a_sharding_decision() -> None:
     names = set()
     for migration in migrations("yq"):
         for statement in migration.statements:
-            match = re.match(r"CREATE TABLE IF NOT EXISTS yq\.(\w+)", statement.strip())
+            match = re.match(r"(CREATE|DROP) (?:TABLE|VIEW|OR REPLACE TABLE) (?:IF (?:NOT )?EXISTS )?yq\.(\w+)",
+                             statement.strip())
             if match:
-                names.add(match[1])
+                (names.add if match[1] == "CREATE" else names.discard)(match[2])
     assert names == set(cluster_schema.SHARDING_KEYS)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,6 +60,7 @@ def _config(server: FeedServer, **extra: object) -> FeedsFile:
             "timeout": 0.5,
             "backoff_base": 10,
             "backoff_max": 100,
+            "allow_private": True,  # the local feed server
             **extra,
             "feeds": [
                 {"url": server.url("/good"), "source": "good"},
@@ -185,3 +187,66 @@ def test_prune_forgets_only_ids_unseen_for_long(tmp_path: Path) -> None:
         state.touch_feed("g", now=1000)
         assert state.prune(retention_s=500, now=1200) == 1
         assert state.known(["old", "kept", "other"]) == {"kept", "other"}
+
+
+def test_a_trickling_feed_ends_by_its_deadline_while_the_others_keep_their_schedule(
+    feed_server: FeedServer, tmp_path: Path
+) -> None:
+    """One server sends a byte every 50 ms (its body would take ~20 s); its feed has 0.8 s in all."""
+    feed_server.set("/good", rss([Entry("1", "one", "x", PUB)]))
+    feed_server.set("/trickle", rss([Entry("2", "two", "y" * 200, PUB)]), trickle=0.05)
+    config = parse_feeds(
+        {
+            "interval": 0.2,
+            "backoff_base": 0.3,
+            "backoff_max": 0.3,
+            "allow_private": True,
+            "feeds": [
+                {"url": feed_server.url("/good"), "source": "good"},
+                {"url": feed_server.url("/trickle"), "source": "trickle", "timeout": 0.8},
+            ],
+        }
+    )
+    metrics, stop = IngestMetrics(), threading.Event()
+
+    def ingest() -> None:  # SQLite wants the state used in the thread that opened it
+        with IngestState(tmp_path / "s.sqlite") as state:
+            Ingester(config, ListProducer(), state, metrics).run(stop)
+
+    loop = threading.Thread(target=ingest)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 15
+        while len(feed_server.requests_for("/trickle")) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        loop.join(timeout=10)
+    assert not loop.is_alive()
+    first, second, *_ = (r.at for r in feed_server.requests_for("/trickle"))
+    # The first fetch ended at its deadline, then the backoff (0.3 s ±10%) passed: the next poll came.
+    assert 0.8 + 0.27 <= second - first < 0.8 + 0.33 + 1.0
+    assert metrics.value("yuqing_ingest_errors", feed="trickle", kind="timeout") >= 2
+    # Meanwhile the good feed was polled every 0.2 s, not held up by the slow one.
+    during = [r for r in feed_server.requests_for("/good") if first < r.at < first + 0.8]
+    assert len(during) >= 2
+    assert metrics.value("yuqing_ingest_polls", feed="good", outcome="ok") >= 4
+
+
+def test_a_feed_on_a_private_address_is_refused_unless_allowed(feed_server: FeedServer, tmp_path: Path) -> None:
+    feed_server.set("/good", rss([Entry("1", "one", "x", PUB)]))
+    feeds = [
+        {"url": feed_server.url("/good"), "source": "strict"},
+        {"url": feed_server.url("/good", host="localhost"), "source": "local", "allow_private": ["127.0.0.0/8", "::1"]},
+    ]
+    producer = ListProducer()
+    with IngestState(tmp_path / "s.sqlite") as state:
+        ing = Ingester(parse_feeds({"feeds": feeds}), producer, state)
+        summary = ing.run(threading.Event(), once=True)
+    by_source = {o.source: o for o in summary.outcomes}
+    assert by_source["strict"].error_kind == "blocked" and "127.0.0.1 is a loopback address" in str(
+        by_source["strict"].error
+    )
+    assert by_source["local"].outcome == "ok" and [i.title for i in producer.sent] == ["one"]
+    assert ing.metrics.value("yuqing_ingest_errors", feed="strict", kind="blocked") == 1
+    assert len(feed_server.requests) == 1  # only the allowed feed reached the server

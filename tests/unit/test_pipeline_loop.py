@@ -60,7 +60,10 @@ class FlakySink:
         self.rows: list[ScoredRow] = []
         self.bad: list[BadRecord] = []
 
-    def write_batch(self, scored: Sequence[ScoredRow], bad: Sequence[BadRecord]) -> None:
+    def dead_letter(self, bad: Sequence[BadRecord]) -> list[BadRecord]:
+        return list(bad)
+
+    def write_batch(self, scored: Sequence[ScoredRow], bad: Sequence[BadRecord]) -> list[BadRecord]:
         if self.failures:
             self.failures -= 1
             self.events.append("write failed")
@@ -68,6 +71,7 @@ class FlakySink:
         self.rows.extend(scored)
         self.bad.extend(bad)
         self.events.append(f"write {len(scored)}+{len(bad)}")
+        return []
 
     def write_stats(self, rows: list[list[Any]]) -> None:
         pass
@@ -114,9 +118,9 @@ def test_shutdown_during_an_outage_leaves_the_batch_uncommitted() -> None:
     source, sink = ListSource(payloads(3), events), FlakySink(events, failures=100)
     original = sink.write_batch
 
-    def failing_then_stop(scored: Sequence[ScoredRow], bad: Sequence[BadRecord]) -> None:
+    def failing_then_stop(scored: Sequence[ScoredRow], bad: Sequence[BadRecord]) -> list[BadRecord]:
         stop.set()  # SIGTERM arrives while the store is down
-        original(scored, bad)
+        return original(scored, bad)
 
     sink.write_batch = failing_then_stop  # type: ignore[method-assign]
     with pytest.raises(StoppedBeforeWrite):

@@ -57,8 +57,12 @@ def _batch_sizes(_ctx: click.Context, _param: click.Parameter, value: str | None
               help="Threads for torch and ONNX Runtime alike (default: all cores).")
 @click.option("--seed", default=0, show_default=True, help="Which texts are drawn.")
 @click.option("--no-e2e", is_flag=True, help="Skip the Kafka -> scoring -> store case.")
-@click.option("--only", "groups", type=click.Choice(["engines", "bucketing", "e2e"]), multiple=True,
-              help="Run only these groups of cases (repeatable).")
+@click.option("--only", "groups", type=click.Choice(["engines", "bucketing", "e2e", "panels"]), multiple=True,
+              help="Run only these groups of cases (repeatable); `panels` alone times the dashboards' SQL.")
+@click.option("--panel-items", default=2_100_000, show_default=True, type=click.IntRange(1),
+              help="Synthetic items for `--only panels` (about 2.4 scored rows each).")
+@click.option("--before-dashboards", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="`--only panels`: the dashboard JSON to time on the old layout (default: today's).")
 @click.option("--bootstrap", help="Kafka for the end-to-end case (default: the settings').")
 @click.option("--peak-tflops", type=float, help="The GPU's dense fp16 peak, where the built-in table lacks it.")
 @click.option("--case-timeout", default=1200, show_default=True, type=click.IntRange(10), help="Seconds per case.")
@@ -68,11 +72,17 @@ def _batch_sizes(_ctx: click.Context, _param: click.Parameter, value: str | None
 @click.pass_context
 def bench_command(ctx: click.Context, device: str, json_out: Path | None, quick: bool, n_texts: int | None,
                   batch_sizes: tuple[int, ...] | None, model_dir: Path | None, package: Path | None,
-                  threads: int | None, seed: int, no_e2e: bool, groups: tuple[str, ...], bootstrap: str | None,
-                  peak_tflops: float | None,
+                  threads: int | None, seed: int, no_e2e: bool, groups: tuple[str, ...], panel_items: int,
+                  before_dashboards: Path | None, bootstrap: str | None, peak_tflops: float | None,
                   case_timeout: int, spin: bool, no_progress: bool) -> None:
     """Throughput and latency: transformers pipeline vs ONNX fp32/int8 (fp16 on GPU), length
-    bucketing, and the consumer end to end vs raw ONNX Runtime, on the same real texts."""
+    bucketing, and the consumer end to end vs raw ONNX Runtime, on the same real texts; or, with
+    `--only panels`, every dashboard panel's SQL on the old and the current store layout."""
+    if "panels" in groups:
+        if len(groups) > 1:
+            raise click.UsageError("--only panels runs alone")
+        _bench_panels(json_out, panel_items, before_dashboards, progress=not no_progress)
+        return
     from stream.tools.bench.run import BenchOptions, run_bench
 
     root = ctx.find_root()
@@ -108,6 +118,18 @@ def bench_command(ctx: click.Context, device: str, json_out: Path | None, quick:
     failed = [c["name"] for c in report["cases"] if "error" in c]
     if failed:
         raise YuqingError(f"{len(failed)} bench case(s) failed: {', '.join(failed)}", hint=f"see {out}")
+
+
+def _bench_panels(json_out: Path | None, items: int, before_dashboards: Path | None, progress: bool) -> None:
+    from stream.tools.bench.panels import bench_panels
+
+    report = bench_panels(items, before_dashboards=before_dashboards,
+                          progress=lambda line: click.echo(line, err=True) if progress else None)
+    out = json_out or DEFAULT_OUT_DIR / f"bench-panels-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    click.echo(report["table"])
+    click.echo(f"report: {out}")
 
 
 def command_line(ctx: click.Context) -> str:

@@ -183,6 +183,6 @@ def worker_env(threads: int, spin: bool) -> dict[str, str]:
         env["OMP_WAIT_POLICY"] = "PASSIVE"  # torch's OpenMP threads sleep when idle, as ORT's do
     else:
         env.pop("OMP_WAIT_POLICY", None)
-    repo = str(Path(__file__).resolve().parents[2])  # the worker imports this checkout's packages
+    repo = str(Path(__file__).resolve().parents[3])  # the worker imports this checkout's packages
     env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH", "")) if p)
     return env
