@@ -172,7 +172,7 @@ ORDER BY items DESC, story""",
         widths={"items": 60, "growth": 70, "size": 60, "languages": 110, "sources": 260, "sentiment": 190,
                 "negative": 80, "first_seen": 160, "last_seen": 160, "story": 120},
         units={"growth": "percentunit", "negative": "percentunit"},
-        links={"title": story.link("title")},
+        links={"title": story.link("story")},
         null_text={"growth": "new"},
     ).span(24).height(10)
 

@@ -25,7 +25,7 @@ def build(database: str) -> dict[str, Any]:
     items_sql = story_items(story="story")
 
     items = g.stat_panel(
-        "Items",
+        "Story items",
         f"SELECT count() AS items FROM {items_sql}",
         description="Items of the story published in the time range (scored by the selected sentiment model).",
     ).span(6).height(4)

@@ -46,14 +46,23 @@ def load_check_set(spec: str | None, limit: int = 1000) -> CheckSet:
     return _from_rows(_read_rows(path), f"file:{path.name}", limit)
 
 
-def _from_dataset(spec: str, limit: int) -> CheckSet:
+def load_split(spec: str, split: str, limit: int) -> CheckSet | None:
+    """Another split of a dataset spec (the int8 search's calibration and selection texts); None
+    when `spec` is not a dataset or the split is empty."""
+    try:
+        return _from_dataset(spec, limit, split)
+    except (DataError, ImportError):
+        return None
+
+
+def _from_dataset(spec: str, limit: int, split: str = "test") -> CheckSet:
     from models.datasets import load_dataset, stratified_limit
 
-    test = load_dataset(spec).splits()["test"]
-    if not test:
-        raise DataError(f"the test split of {spec} is empty", hint="the parity gate needs held-out texts")
-    test = stratified_limit(test, limit) if len(test) > limit else test
-    return CheckSet([e.text for e in test], [e.label for e in test], f"{spec} (test split)")
+    examples = load_dataset(spec).splits()[split]  # type: ignore[index]
+    if not examples:
+        raise DataError(f"the {split} split of {spec} is empty", hint="the parity gate needs held-out texts")
+    examples = stratified_limit(examples, limit) if len(examples) > limit else examples
+    return CheckSet([e.text for e in examples], [e.label for e in examples], f"{spec} ({split} split)")
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:

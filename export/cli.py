@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from export.trim import DEFAULT_LANGUAGES, DEFAULT_MARGIN
 from stream.core.errors import PackageIntegrityError
 from stream.core.manifest import (
     UNCHECKED,
@@ -38,18 +39,28 @@ DEFAULT_PACKAGES = Path("artifacts/packages")
 @click.option("--task", help="Task (default: training report's).")
 @click.option("--no-optimize", is_flag=True, help="Skip ONNX Runtime's transformer fusions.")
 @click.option("--int8-scheme", default="auto", show_default=True,
-              type=click.Choice(["auto", "all", "gelu_matmuls_fp32", "ffn_fp32"]),
-              help="Which MatMuls int8 keeps in fp32; auto tries each in turn until one holds parity.")
+              type=click.Choice(["auto", "dynamic", "static_minmax", "static_entropy", "static_percentile"]),
+              help="int8 family; auto searches every family and ships the fastest that holds parity.")
+@click.option("--calibration-limit", default=256, show_default=True, type=click.IntRange(1),
+              help="Training texts that calibrate static int8.")
+@click.option("--trim-vocab", help="Keep only the vocabulary pieces these corpora (a dataset spec; auto: the "
+              "training data) and the languages' scripts use; embedding rows are sliced to match.")
+@click.option("--trim-languages", default=",".join(DEFAULT_LANGUAGES), show_default=True,
+              help="Languages whose scripts the trimmed vocabulary keeps (comma-separated).")
+@click.option("--trim-margin", default=DEFAULT_MARGIN, show_default=True, type=click.IntRange(0),
+              help="Most probable pieces of those scripts kept beyond the corpora's.")
 def export_command(model_dir: Path, out: Path, int8: bool, fp16: bool, opset: int, check_data: str | None,
                    check_limit: int, max_length: int | None, name: str | None, task: str | None,
-                   no_optimize: bool, int8_scheme: str) -> None:
+                   no_optimize: bool, int8_scheme: str, calibration_limit: int, trim_vocab: str | None,
+                   trim_languages: str, trim_margin: int) -> None:
     """Export a classifier to an ONNX model package; fails (exit 7) if a variant misses parity."""
     from export.package import ExportOptions, build_package
 
     manifest = build_package(ExportOptions(
         model_dir=model_dir, out=out, int8=int8, fp16=fp16, opset=opset, check_data=check_data,
         check_limit=check_limit, max_length=max_length, name=name, task=task, optimize=not no_optimize,
-        int8_scheme=int8_scheme,
+        int8_scheme=int8_scheme, calibration_limit=calibration_limit, trim_vocab=trim_vocab,
+        trim_languages=tuple(x.strip() for x in trim_languages.split(",") if x.strip()), trim_margin=trim_margin,
     ))
     graph = manifest.data["export"]["graph"]
     click.echo(f"{manifest.version}  {manifest.task}  labels={','.join(manifest.labels)}  -> {out}")
@@ -59,6 +70,16 @@ def export_command(model_dir: Path, out: Path, int8: bool, fp16: bool, opset: in
                f"({manifest.data['export']['check_data']['source']}):")
     click.echo(_table(["variant", "status", "max|Δlogit|", "agreement", "accuracy", "checked on", "MB", "note"],
                       [_parity_row(manifest, v) for v in manifest.variants]))
+    trimmed = manifest.data["export"].get("vocab_trim")
+    if trimmed:
+        tokens = trimmed["check_tokenization"]
+        click.echo(f"vocabulary: {trimmed['vocab_after']:,} of {trimmed['vocab_before']:,} pieces kept; "
+                   f"{tokens['agreement']:.2%} of the check texts tokenize as with the full vocabulary")
+    attempts = manifest.variants.get("int8", {}).get("parity", {}).get("attempts")
+    if attempts:
+        click.echo("int8 schemes (gate on the check texts; speed at batch 32, items per CPU-second):")
+        click.echo(_table(["scheme", "status", "agreement", "accuracy", "fp32 nodes", "MB", "items/cpu-s", "vs fp32"],
+                          [_attempt_row(a) for a in attempts]))
 
 
 @click.command("list")
@@ -123,6 +144,15 @@ def _parity_row(manifest: Manifest, variant: str) -> list[str]:
     return [variant, p.get("status", "?"), fmt("max_abs_diff", "{:.2e}"), fmt("label_agreement", "{:.2%}"),
             fmt("accuracy", "{:.2%}"), str(p.get("provider") or "-").removesuffix("ExecutionProvider"),
             f"{size:.1f}", note]
+
+
+def _attempt_row(attempt: dict[str, Any]) -> list[str]:
+    speed = attempt.get("speed_b32") or {}
+    accuracy = attempt.get("accuracy")
+    return [attempt["scheme"], attempt["status"], f"{attempt['label_agreement']:.2%}",
+            "-" if accuracy is None else f"{accuracy:.2%}", str(attempt.get("fp32_nodes", "-")),
+            str(attempt.get("size_mb", "-")), str(speed.get("items_per_cpu_s", "-")),
+            str(attempt.get("vs_fp32_per_cpu_s", "-"))]
 
 
 def _metrics(metrics: dict[str, Any]) -> str:

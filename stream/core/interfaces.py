@@ -58,6 +58,22 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
+class Standalone:
+    """The Source members of a source that belongs to no consumer group (a file, a replay's
+    assigned partitions): it always owns what it reads, has no membership to keep alive, and
+    reports no lag."""
+
+    @property
+    def assigned(self) -> bool:
+        return True
+
+    def keepalive(self) -> None:
+        """No group membership to keep alive."""
+
+    def lag(self) -> dict[tuple[str, int], tuple[int, int]]:
+        return {}
+
+
 class Sink(Protocol):
     """Where scored rows and dead letters go; raises `ServiceUnavailable` when it cannot take them."""
 

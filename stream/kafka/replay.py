@@ -22,6 +22,7 @@ from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 from tqdm import tqdm
 
+from stream.core.interfaces import Standalone
 from stream.core.items import classify
 from stream.core.records import Batch
 from stream.core.settings import KafkaSettings
@@ -164,7 +165,7 @@ def _duration(ms: int) -> str:
     return format_duration(dt.timedelta(milliseconds=-(-ms // unit) * unit))
 
 
-class ReplaySource:
+class ReplaySource(Standalone):
     """A bounded Source: assigned partitions (no group membership, so the live group is untouched),
     scanned as the report's mode says; only messages stamped inside [from_ms, to_ms] are returned.
     Reads committed messages only: aborted transactions are not part of any range."""
@@ -274,16 +275,6 @@ class ReplaySource:
     def resume(self) -> None:
         active = [tp for tp in self.consumer.assignment() if tp not in self._done]
         self.consumer.resume(*active)
-
-    def keepalive(self) -> None:
-        """No group membership to keep alive (partitions are assigned, not subscribed)."""
-
-    @property
-    def assigned(self) -> bool:
-        return True
-
-    def lag(self) -> dict[tuple[str, int], tuple[int, int]]:
-        return {}
 
     def close(self) -> None:
         for bar in self._bars.values():

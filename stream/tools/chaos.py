@@ -397,7 +397,7 @@ class Chaos:
                            for k in range(plan.broker_restarts)]
             outage_at = started + plan.seconds * 0.45 if plan.outage_s > 0 else None
             next_kill = time.monotonic() + self.rng.uniform(*plan.kill_every_s)
-            bar = tqdm(total=int(plan.seconds), unit="s", desc="chaos", disable=not self.progress)
+            bar = tqdm(total=int(plan.seconds), unit="s", desc="chaos", mininterval=2, disable=not self.progress)
             while time.monotonic() < chaos_until:
                 now = time.monotonic()
                 if restarts_at and now >= restarts_at[0]:
@@ -413,8 +413,7 @@ class Chaos:
                     next_kill = time.monotonic() + self.rng.uniform(*plan.kill_every_s)
                 self._revive()
                 time.sleep(0.2)
-                bar.n = int(time.monotonic() - started)
-                bar.refresh()
+                bar.update(int(time.monotonic() - started) - bar.n)
             # Drain: everyone up, no more faults, until the group has committed every offset.
             self.produced_all.wait(max(0.0, started + plan.seconds - time.monotonic()))
             while time.monotonic() < started + plan.seconds:
@@ -423,8 +422,7 @@ class Chaos:
                     self.report.drained = True
                     break
                 time.sleep(1.0)
-                bar.n = int(time.monotonic() - started)
-                bar.refresh()
+                bar.update(int(time.monotonic() - started) - bar.n)
             bar.close()
             for slot in self.slots:
                 self._stop(slot, signal.SIGTERM)

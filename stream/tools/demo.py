@@ -2,7 +2,8 @@
 
 Builds small default models once (cached under yuqing-data/), streams the bundled sample of news
 items through the same pipeline `yuqing run` uses (file source -> ONNX scorers -> chdb store),
-prints a summary and writes the daily brief.
+prints a summary, assigns stories (the `yuqing stories run` job), writes the daily brief and
+prints the top stories of the sample.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import click
 
 from stream.consumer.app import open_scorers, run_pipeline, summary_line
 from stream.core.cli import settings_from
-from stream.core.store import open_store
+from stream.core.store import Store, open_store
 
 SAMPLE = Path(__file__).parent / "sample" / "news_sample.jsonl"
 
@@ -151,6 +152,8 @@ def print_summary(dsn_settings: object) -> tuple[dt.datetime, dt.datetime] | Non
 def demo_command(ctx: click.Context, data_dir: Path, packages: tuple[Path, ...], source_file: Path) -> None:
     """Build small models if needed, stream the sample news, write the store, summarize, write the brief."""
     from stream.brief.report import gather, render
+    from stream.stories.cli import story_lines
+    from stream.stories.queries import top_stories
 
     settings = settings_from(ctx, {"store": {"dsn": f"chdb://{data_dir / 'clickhouse'}"}, "models": {"device": "cpu"}})
     package_dirs = list(packages) or ensure_demo_packages(data_dir)
@@ -163,6 +166,21 @@ def demo_command(ctx: click.Context, data_dir: Path, packages: tuple[Path, ...],
         return
     brief = data_dir / "brief.html"
     with open_store(settings.store) as store:
+        click.echo(f"\nstories: {assign_stories(store)}")
         data = gather(store, *span)
+        top = top_stories(store, *span, limit=5)
     brief.write_text(render(data, title="舆情日报 · yuqing demo"), encoding="utf-8")
     click.echo(f"\nbrief written to {brief.resolve()}")
+    click.echo("\ntop stories of the sample:" if top else "\nno story of the sample has two items or more")
+    for rank, story in enumerate(top, 1):
+        click.echo(story_lines(rank, story))
+
+
+def assign_stories(store: Store) -> str:
+    """What `yuqing stories run --once` does, with the default embedder and window."""
+    from stream.stories.cluster import STORY_THRESHOLDS, StoryConfig
+    from stream.stories.embed import load_embedder
+    from stream.stories.job import StoriesJob
+
+    job = StoriesJob(store, load_embedder("use", threads=1), StoryConfig(threshold=STORY_THRESHOLDS["use"]))
+    return job.cycle().line()

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from dashboards import drilldown, overview, pipeline
 from dashboards.check import synthetic_spec
 from dashboards.sqlcheck import HOSTILE_VALUES, QueryResultCheck, run_with
-from dashboards.synthetic import SyntheticSpec, write_synthetic
+from dashboards.synthetic import StoryMember, SyntheticSpec, write_story_rows, write_synthetic
 from stream.core.schema import PIPELINE_STATS_COLUMNS, SCORED_COLUMNS
 from stream.core.store import Store
 
@@ -104,11 +104,15 @@ def test_hostile_model_versions_count_only_their_rows(background: Store) -> None
         for k in range(n + 1):
             plant_item(store, f"ver-{n}-{k}", source="s", lang="en", topic="markets", sentiment_version=value,
                        scored_at=long_ago)
+        # each its own story, so that Top stories has rows under that version too
+        write_story_rows(store, [StoryMember(f"ver-{n}-{k}", f"ver-{n}-{k}", NOW - dt.timedelta(hours=1), "s", "en",
+                                             "plain title", "negative") for k in range(n + 1)])
     board = overview.build("yuqing")
     for n, value in enumerate(HOSTILE_VALUES):
         got = panels(run_with(store, "overview", board, NOW, {"sentiment_model": value}))
         assert got["Items"].first_row == (n + 1,), value
         assert got["Negative share"].first_row == (1.0,)
+        assert sorted(r[-1] for r in got["Top stories"].result_rows) == sorted(f"ver-{n}-{k}" for k in range(n + 1))
     default = panels(run_with(store, "overview", board, NOW, {}))
     assert f"decodeURLComponent('{SENTIMENT}')" in default["Items"].sql
 

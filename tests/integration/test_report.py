@@ -20,6 +20,7 @@ from stream.cli import cli
 from stream.core.settings import StoreSettings
 from stream.core.store import Store
 from tests.integration.alerts_rows import demo_traffic, insert, item_rows, negative_surge_plant
+from tests.integration.stories_rows import assign
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +33,7 @@ needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium 
 ROOT = Path(__file__).resolve().parents[2]
 BRIEF_CSS = resources.files("stream.brief").joinpath("assets/brief.css").read_text("utf-8")
 # Distinct characters of the brief's own title and headings, one per cell of the glyph page.
-GLYPHS = "舆情日报负面"
+GLYPHS = "舆情日报负面要闻"
 CELL = 160
 LATIN_FONTS = Path("/usr/share/fonts/truetype/dejavu")
 
@@ -133,7 +134,21 @@ def planted(store: Store) -> Store:
     rules = {"rule": [{"name": "surge", "kind": "negative_surge", "by": "topic", "threshold": 0.5, "min_items": 30}]}
     with LiveRunner(store, parse_rules(rules)) as runner:
         assert len(runner.cycle(T)) == 1
+    # The surge is one event: 40 of its 50 items in one story (two near-copies), 10 not assigned
+    # yet; a second, smaller story of ordinary traffic, Chinese and English.
+    assign(store, "surge-000", [f"surge-{n:03d}" for n in range(40)],
+           duplicate_of={"surge-001": "surge-000", "surge-002": "surge-000"})
+    other = [str(i) for (i,) in store.rows(
+        f"SELECT id FROM {store.database}.scored FINAL WHERE task = 'sentiment' AND startsWith(id, 'd02') "
+        "ORDER BY lang, id LIMIT 2 BY lang")]
+    assign(store, other[0], other)
     return store
+
+
+def _rows(page: str, table: str) -> list[str]:
+    body = re.search(rf'<table class="{table}">.*?<tbody>(.*?)</tbody>', page, re.S)
+    assert body, f"no {table} table"
+    return re.findall(r"<tr[^>]*>.*?</tr>", body.group(1), re.S)
 
 
 def test_brief_contents(planted: Store, store_settings: StoreSettings, tmp_path: Path) -> None:
@@ -153,6 +168,42 @@ def test_brief_contents(planted: Store, store_settings: StoreSettings, tmp_path:
     assert "2025-03-09 12:00 – 2025-03-10 12:00 UTC" in page
     # 24 hourly buckets, the last one holding the surge.
     assert page.count('class="bar neg"') == 24
+
+
+def test_brief_top_stories_and_one_negative_item_per_story(planted: Store, store_settings: StoreSettings,
+                                                           tmp_path: Path) -> None:
+    out = tmp_path / "brief.html"
+    _report(store_settings, out, "--since", "2025-03-09T12:00:00Z", "--until", "2025-03-10T12:00:00Z")
+    page = out.read_text(encoding="utf-8")
+    assert page.index("今日要闻 · Top stories") < page.index("情感趋势 · Sentiment over time")
+    stories = _rows(page, "stories")
+    assert len(stories) == 2
+    top, second = stories
+    # The surge story: its 40 items by language and source, mostly negative, and its representative
+    # titles (English: surge-002 is a near-copy, so surge-006).
+    assert 'data-story="surge-000"' in top and '<td class="story-title">事故通报 0 / 事故通报 6</td>' in top
+    assert '<td class="count">40</td>' in top and '<td class="count">90%</td>' in top
+    assert '<td class="langs">zh 30 · en 10</td>' in top
+    assert '<td class="story-sources">reuters 10 · weibo 10 · xinhua 10 · zhihu 10</td>' in top
+    assert '<td class="count">4</td>' in second and "en 2 · zh 2" in second and " / " in second  # titles zh / en
+    # Most negative items: one per story, and the unassigned items of the surge each on their own.
+    items = _rows(page, "items")
+    listed = re.findall(r"surge-(\d{3})", "".join(items))
+    in_story = [n for n in listed if int(n) < 40]
+    assert len(in_story) == 1, listed
+    assert "同一事件另有 35 条负面 · 35 more on this story" in "".join(items)  # 36 of the 40 are negative
+    assert len([n for n in listed if int(n) >= 40]) == 9  # surge-040..049, all negative but surge-040
+    assert len(items) == 20
+
+
+def test_the_brief_without_stories_lists_items_as_before(store: Store, store_settings: StoreSettings,
+                                                        tmp_path: Path) -> None:
+    insert(store, negative_surge_plant(T))
+    out = tmp_path / "brief.html"
+    _report(store_settings, out, "--since", "2025-03-09T12:00:00Z", "--until", "2025-03-10T12:00:00Z")
+    page = out.read_text(encoding="utf-8")
+    assert len(_rows(page, "items")) == 20 and 'class="stories"' not in page
+    assert "今日要闻 · Top stories</h2><p class=\"empty\">" in page
 
 
 def test_since_accepts_durations_and_rfc3339(planted: Store, store_settings: StoreSettings, tmp_path: Path) -> None:
@@ -183,6 +234,7 @@ def test_brief_charts_draw_in_headless_chromium(planted: Store, store_settings: 
     assert int(rendered["topics"]) >= 2 * 5  # track + bar per topic
     assert int(rendered["sources"]) >= 2 * 4
     assert "<img" not in dom  # escaped data stayed text
+    assert len(re.findall(r'<tr data-story="[^"]+">', dom)) == 2  # the top stories table laid out
 
 
 def test_the_brief_names_a_cjk_font_stack() -> None:

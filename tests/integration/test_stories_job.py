@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
 from stream.core.errors import ConfigError
+from stream.core.schema import SCORED_COLUMNS
 from stream.core.store import Store
 from stream.core.times import utcnow
-from stream.stories.cluster import STORY_THRESHOLDS, StoryConfig, assign_stories
+from stream.stories.cluster import STORY_THRESHOLDS, Assignment, StoryConfig, assign_stories
 from stream.stories.embed import item_text
-from stream.stories.evaluate import score
+from stream.stories.evaluate import LabelledItem, score
 from stream.stories.job import FULL_SWEEP, StoriesJob
+from tests.integration.alerts_rows import item_rows
 from tests.integration.story_job_rows import assignments, events, negative, shared_embedder, write_scored
 
 pytestmark = pytest.mark.integration
@@ -23,8 +26,8 @@ pytestmark = pytest.mark.integration
 CONFIG = StoryConfig(threshold=STORY_THRESHOLDS["use"])
 
 
-def job(store: Store, chunk: int = 256, clock: object = None) -> StoriesJob:
-    return StoriesJob(store, shared_embedder(), CONFIG, chunk=chunk, **({"clock": clock} if clock else {}))
+def job(store: Store, chunk: int = 256, clock: Callable[[], dt.datetime] = utcnow) -> StoriesJob:
+    return StoriesJob(store, shared_embedder(), CONFIG, chunk=chunk, clock=clock)
 
 
 def reference() -> dict[str, tuple[str, str]]:
@@ -63,12 +66,9 @@ def test_job_writes_every_item_its_story_embedding_and_duplicate(store: Store) -
     assert store.scalar(f"SELECT countIf(duplicate_of = '') FROM {db}.item_stories FINAL") == 326 - result.duplicates
 
 
-def _as_assignment(x: object, found: dict[str, tuple[str, str, float]]) -> object:
-    from stream.stories.cluster import Assignment
-
-    item_id = x.item.id  # type: ignore[attr-defined]
-    story, dup, sim = found[item_id]
-    return Assignment(item_id, story, dup or None, sim)
+def _as_assignment(x: LabelledItem, found: dict[str, tuple[str, str, float]]) -> Assignment:
+    story, dup, sim = found[x.item.id]
+    return Assignment(x.item.id, story, dup or None, sim)
 
 
 def test_stories_rows_aggregate_their_items(store: Store) -> None:
@@ -79,7 +79,7 @@ def test_stories_rows_aggregate_their_items(store: Store) -> None:
     found = assignments(store)
     rows = store.rows(f"SELECT story_id, first_seen, last_seen, size, duplicates, sources, languages, titles, "
                       f"sentiment, top_entities FROM {db}.stories FINAL")
-    by_story: dict[str, list] = {}
+    by_story: dict[str, list[LabelledItem]] = {}
     for x in items:
         by_story.setdefault(found[x.item.id][0], []).append(x)
     assert {r[0] for r in rows} == set(by_story)
@@ -175,9 +175,6 @@ def test_late_rows_are_found_by_the_full_sweep_and_old_items_rebuild_the_window(
 
 
 def test_hostile_items(store: Store) -> None:
-    from tests.integration.alerts_rows import item_rows
-    from stream.core.schema import SCORED_COLUMNS
-
     at = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
     odd = [("q'\"; DROP TABLE x --", "标题", ""), ("only-title", "Just a title", ""), ("emoji", "🔥🔥🔥", "‮‭\u0000x"),
            ("long", "长" * 2000, "word " * 5000), ("blank", " ", " ")]

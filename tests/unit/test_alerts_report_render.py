@@ -6,7 +6,7 @@ import datetime as dt
 from html.parser import HTMLParser
 
 from stream.alerts.queries import Versions
-from stream.brief.report import Brief, Bucket, FiredAlert, NegativeItem, Share, bucket_for, render
+from stream.brief.report import Brief, Bucket, FiredAlert, NegativeItem, Share, TopStory, bucket_for, render
 
 T = dt.datetime(2025, 3, 10, 12, 0, tzinfo=dt.UTC)
 EVIL = "<script>alert('x')</script>&\"'"
@@ -40,7 +40,12 @@ def _brief() -> Brief:
     brief.sources = [Share("weibo", 25, 10), Share('x"onmouseover="alert(1)', 5, 2)]
     brief.most_negative = [
         NegativeItem("i1", "weibo", f"标题 {EVIL}", "https://news.example/a?x=1&y=<2>", T, 0.97, "社会"),
-        NegativeItem("i2", "weibo", "bad link", "javascript:alert(1)", T, 0.9, "社会"),
+        NegativeItem("i2", "weibo", "bad link", "javascript:alert(1)", T, 0.9, "社会", story_id="s1",
+                     story_negatives=4),
+    ]
+    brief.stories = [
+        TopStory(f'x"{EVIL}', f"化工厂泄漏 / {EVIL}", 12, 9, [("zh", 8), (EVIL, 4)],
+                 [(f"src{k}", 7 - k) for k in range(7)], T - dt.timedelta(hours=3), T),
     ]
     brief.alerts = [FiredAlert(T, "watch", "watch_list", "critical", f"term={EVIL}", 1, 1, 1, f"[x] watch · s: {EVIL}")]
     return brief
@@ -76,7 +81,7 @@ def test_self_contained_with_three_charts() -> None:
 def test_an_empty_period_says_so() -> None:
     empty = Brief(T - dt.timedelta(hours=24), T, T, Versions(None, None), dt.timedelta(hours=1))
     page = render(empty)
-    assert page.count("nothing in this period") == 5
+    assert page.count("nothing in this period") == 6
     assert "<svg" not in page
 
 
@@ -85,3 +90,16 @@ def test_bucket_sizes() -> None:
     assert bucket_for(dt.timedelta(days=7)) == dt.timedelta(hours=6)
     assert bucket_for(dt.timedelta(days=30)) == dt.timedelta(days=1)
     assert bucket_for(dt.timedelta(days=200)) == dt.timedelta(days=5)
+
+
+def test_top_stories_and_the_story_count_of_a_negative_item() -> None:
+    page = render(_brief())
+    parser = _Collect()
+    parser.feed(page)
+    rows = [attrs for tag, attrs in parser.tags if tag == "tr" and "data-story" in attrs]
+    assert [r["data-story"] for r in rows] == [f'x"{EVIL}']  # one story, its id intact once parsed
+    assert "化工厂泄漏 / &lt;script&gt;" in page and '<td class="count">75%</td>' in page
+    # five sources named, the other two counted
+    assert "src0 7 · src1 6 · src2 5 · src3 4 · src4 3 <span class=\"more\">+2</span>" in page
+    assert "同一事件另有 3 条负面 · 3 more on this story" in page
+    assert page.index("今日要闻 · Top stories") < page.index("情感趋势")

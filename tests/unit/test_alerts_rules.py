@@ -13,6 +13,7 @@ from stream.alerts.alert import Alert
 from stream.alerts.matching import term_pattern
 from stream.alerts.rules import (
     NegativeSurgeRule,
+    StorySurgeRule,
     VolumeSpikeRule,
     WatchListRule,
     load_rules,
@@ -31,13 +32,28 @@ def _surge(**extra: object) -> dict[str, object]:
     return {"name": "s", "kind": "negative_surge", "threshold": 0.6, **extra}
 
 
+def _story(**extra: object) -> dict[str, object]:
+    return {"name": "st", "kind": "story_surge", **extra}
+
+
+def test_story_surge_defaults_and_lookback() -> None:
+    count, ratio = parse_rules({"rule": [_story(), _story(name="r", method="ratio", threshold=2.5, window="30m",
+                                                          baseline="12h")]}).rules
+    assert isinstance(count, StorySurgeRule) and isinstance(ratio, StorySurgeRule)
+    assert count.method == "count" and count.min_items == 10 and count.threshold is None
+    assert count.lookback == count.window == dt.timedelta(hours=1) and count.baseline_windows == 0
+    assert ratio.baseline_windows == 24 and ratio.lookback == dt.timedelta(hours=12, minutes=30)
+
+
 def test_the_shipped_rules_file_is_valid() -> None:
     config = load_rules(ROOT / "alerts.toml")
     kinds = {type(r) for r in config.rules}
-    assert kinds == {NegativeSurgeRule, VolumeSpikeRule, WatchListRule}
+    assert kinds == {NegativeSurgeRule, VolumeSpikeRule, WatchListRule, StorySurgeRule}
     assert all(r.enabled for r in config.rules)
     spike = next(r for r in config.rules if isinstance(r, VolumeSpikeRule))
     assert spike.baseline_windows == 24
+    story = next(r for r in config.rules if isinstance(r, StorySurgeRule))
+    assert story.method == "ratio" and story.baseline_windows == 6 and story.lookback == dt.timedelta(hours=7)
 
 
 def test_defaults() -> None:
@@ -67,6 +83,15 @@ def test_defaults() -> None:
             "whole windows",
         ),
         ({"rule": [{"name": "w", "kind": "watch_list", "terms": []}]}, "terms"),
+        ({"rule": [_story(method="ratio")]}, "method = 'ratio' needs threshold"),
+        ({"rule": [_story(threshold=3)]}, "threshold apply to method = 'ratio' only"),
+        ({"rule": [_story(baseline="6h", threshold=2)]}, "baseline and threshold apply to method = 'ratio' only"),
+        ({"rule": [_story(method="ratio", threshold=2, baseline="90m")]}, "whole windows"),
+        ({"rule": [_story(method="ratio", threshold=2, baseline="30m")]}, "whole windows"),
+        ({"rule": [_story(method="ratio", threshold=0)]}, "threshold"),
+        ({"rule": [_story(min_items=0)]}, "min_items"),
+        ({"rule": [_story(method="zscore")]}, "method"),
+        ({"rule": [_story(by="topic")]}, "unknown key 'rule[0].by'"),
         ({"rule": [{"name": "w", "kind": "watch_list", "terms": ["  "]}]}, "empty term"),
         ({"rule": [_surge()], "webhook": [{"name": "h"}]}, "exactly one of url and url_env"),
         ({"rule": [_surge()], "webhook": [{"name": "h", "url": "http://x", "format": "teams"}]}, "format"),

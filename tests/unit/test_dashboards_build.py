@@ -24,8 +24,8 @@ def variables(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {v["name"]: v for v in data["templating"]["list"]}
 
 
-def test_three_dashboards_with_stable_unique_panel_ids() -> None:
-    assert set(BOARDS) == {"yuqing-overview", "yuqing-drilldown", "yuqing-pipeline"}
+def test_four_dashboards_with_stable_unique_panel_ids() -> None:
+    assert set(BOARDS) == {"yuqing-overview", "yuqing-drilldown", "yuqing-pipeline", "yuqing-story"}
     for data in BOARDS.values():
         ids = [p["id"] for p in panels_of(data)]
         assert ids == list(range(1, len(ids) + 1))
@@ -50,8 +50,8 @@ def test_every_panel_counts_from_scored_final() -> None:
     for data in BOARDS.values():
         for panel, target in targets(data):
             sql = target["rawSql"]
-            for match in re.finditer(r"\.scored\b(\s+\w+)?", sql):
-                assert (match.group(1) or "").strip() == "FINAL", f"{panel['title']}: scored read without FINAL"
+            for match in re.finditer(r"\.(scored|item_stories|stories)\b(\s+\w+)?", sql):
+                assert (match.group(2) or "").strip() == "FINAL", f"{panel['title']}: {match.group(1)} without FINAL"
             assert "scored_minute" not in sql and "count(DISTINCT" not in sql
 
 
@@ -67,6 +67,24 @@ def test_content_panels_follow_the_selected_model_versions() -> None:
             sql = target["rawSql"]
             if ".scored" in sql:
                 assert "decodeURLComponent('${sentiment_model:percentencode}')" in sql, panel["title"]
+
+
+def test_story_panels_read_the_picked_story_of_the_selected_model() -> None:
+    data = BOARDS["yuqing-story"]
+    story = variables(data)["story"]
+    assert story["refresh"] == 2 and "current" not in story  # re-read per time range; the top story first
+    assert "ORDER BY count() DESC" in story["query"]["rawSql"]
+    for panel, target in targets(data):
+        sql = target["rawSql"]
+        assert "story_id = decodeURLComponent('${story:percentencode}')" in sql, panel["title"]
+        if ".scored" in sql:
+            assert "decodeURLComponent('${sentiment_model:percentencode}')" in sql, panel["title"]
+    # The Overview's Top stories link there with the story and the time range.
+    top = next(p for p in panels_of(BOARDS["yuqing-overview"]) if p["title"] == "Top stories")
+    overrides = top["fieldConfig"]["overrides"]
+    links = [prop["value"] for o in overrides for prop in o["properties"] if prop["id"] == "links"]
+    assert links == [[{"title": "Story drill-down", "url": "/d/yuqing-story/story?${__url_time_range}"
+                       "&${sentiment_model:queryparam}&var-story=${__data.fields.story:percentencode}"}]]
 
 
 def test_every_variable_reaches_sql_percent_encoded() -> None:

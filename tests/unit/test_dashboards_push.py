@@ -121,12 +121,13 @@ def test_push_creates_folder_then_dashboards_and_is_idempotent(grafana: FakeGraf
     boards = committed()
     first = push(grafana.url, TOKEN, boards, folder="Public Opinion")
     assert [p.uid for p in first] == [d["uid"] for d in boards.values()]
-    assert [p.version for p in first] == [1, 1, 1]
+    assert len(first) == len(build.DASHBOARDS) >= 4
+    assert [p.version for p in first] == [1] * len(boards)
     assert grafana.folders == {folder_uid("Public Opinion"): "Public Opinion"}
     assert len(grafana.calls("POST", "/api/folders")) == 1
 
     saves = grafana.calls("POST", "/api/dashboards/db")
-    assert len(saves) == 3
+    assert len(saves) == len(boards)
     for body, original in zip(saves, boards.values(), strict=True):
         assert body is not None
         assert body["overwrite"] is True
@@ -139,9 +140,9 @@ def test_push_creates_folder_then_dashboards_and_is_idempotent(grafana: FakeGraf
     # the second push finds the folder and overwrites the same uids: nothing new is created
     second = push(grafana.url, TOKEN, boards, folder="Public Opinion")
     assert len(grafana.calls("POST", "/api/folders")) == 1
-    assert len(grafana.dashboards) == 3
-    assert [p.version for p in second] == [2, 2, 2]
-    resent = grafana.calls("POST", "/api/dashboards/db")[3:]
+    assert len(grafana.dashboards) == len(boards)
+    assert [p.version for p in second] == [2] * len(boards)
+    resent = grafana.calls("POST", "/api/dashboards/db")[len(boards):]
     assert [b["dashboard"] for b in resent if b] == [b["dashboard"] for b in saves if b]
 
 
@@ -166,4 +167,6 @@ def test_cli_push(grafana: FakeGrafana) -> None:
                                 env={"GRAFANA_TOKEN": TOKEN})
     assert result.exit_code == 0, result.output
     assert "yuqing-overview  version 1  /d/yuqing-overview/x" in result.output
-    assert set(grafana.dashboards) == {"yuqing-overview", "yuqing-drilldown", "yuqing-pipeline"}
+    assert set(grafana.dashboards) == set(build.DASHBOARDS) == {
+        "yuqing-overview", "yuqing-drilldown", "yuqing-story", "yuqing-pipeline"
+    }

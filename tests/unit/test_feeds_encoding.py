@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
 import charset_normalizer
 import feedparser
@@ -12,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.feeds.fetch import Validators, decode_undeclared, fetch_feed, make_client
+from stream.feeds.fetch import Validators, decode_undeclared, fetch_feed
 from stream.feeds.net import EVERY_NETWORK
-from tests.feeds_fixtures import Entry, FeedServer, rss, serve_feeds
+from tests.feeds_fixtures import Entry, FeedServer, rss
 
 PUB = dt.datetime(2026, 2, 27, 8, 0, tzinfo=dt.UTC)
 
@@ -37,18 +36,6 @@ CASES = {"gbk": SIMPLIFIED, "gb18030": GB18030_ONLY, "big5": TRADITIONAL}
 def undeclared_feed(entries: list[tuple[str, str]]) -> str:
     xml = rss([Entry(str(i), title, f"<p>{text}</p>", PUB) for i, (title, text) in enumerate(entries)])
     return xml.replace(' encoding="UTF-8"', "")  # `<?xml version="1.0"?>`: nothing declared
-
-
-@pytest.fixture
-def feed_server() -> Iterator[FeedServer]:
-    with serve_feeds() as server:
-        yield server
-
-
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with make_client("yuqing-test") as c:
-        yield c
 
 
 @pytest.mark.parametrize("content_type", ["application/rss+xml", "text/xml", "text/html"])

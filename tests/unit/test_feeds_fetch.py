@@ -4,28 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from stream.feeds.fetch import FetchError, FetchResult, Validators, fetch_feed, make_client
+from stream.feeds.fetch import FetchError, FetchResult, Validators, fetch_feed
 from stream.feeds.net import EVERY_NETWORK
-from tests.feeds_fixtures import MALFORMED, Entry, FeedServer, atom, http_date, rss, serve_feeds
+from tests.feeds_fixtures import MALFORMED, Entry, FeedServer, atom, http_date, rss
 
 PUB = dt.datetime(2026, 2, 27, 8, 0, tzinfo=dt.UTC)
-
-
-@pytest.fixture
-def feed_server() -> Iterator[FeedServer]:
-    with serve_feeds() as server:
-        yield server
-
-
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with make_client("yuqing-test") as c:
-        yield c
 
 
 def _get(client: httpx.Client, url: str, validators: Validators | None = None, timeout: float = 5) -> FetchResult:

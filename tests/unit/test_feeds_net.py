@@ -9,7 +9,6 @@ import datetime as dt
 import ipaddress
 import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,24 +16,12 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from stream.feeds.fetch import FetchError, Validators, fetch_feed, make_client
+from stream.feeds.fetch import FetchError, Validators, fetch_feed
 from stream.feeds.net import EVERY_NETWORK, IPNetwork, non_public_kind, parse_ip, refusal
 from tests.feeds_fixtures import Entry, FeedServer, rss, serve_feeds
 
 PUB = dt.datetime(2026, 2, 27, 8, 0, tzinfo=dt.UTC)
 FEED = rss([Entry("1", "标题", "正文", PUB)])
-
-
-@pytest.fixture
-def feed_server() -> Iterator[FeedServer]:
-    with serve_feeds() as server:
-        yield server
-
-
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with make_client("yuqing-test") as c:
-        yield c
 
 
 def _refused(client: httpx.Client, url: str, allowed: tuple[IPNetwork, ...] = ()) -> FetchError:

@@ -21,8 +21,8 @@ DEFAULT_MICRO_BATCH = 256  # the consumer's batch.max_items default: what one pi
 @dataclass(frozen=True)
 class Case:
     name: str
-    group: str  # "engines" | "bucketing" | "e2e"
-    engine: str  # "torch" | "onnx" | "e2e"
+    group: str  # "engines" | "bucketing" | "e2e" | "stories"
+    engine: str  # "torch" | "onnx" | "e2e" | "stories"
     variant: str  # torch: "fp32" | "fp16"; onnx: the ONNX variant
     batch_size: int  # texts per model run (the scorer's sub-batch for onnx, the pipeline's for torch)
     chunk: int  # texts per call
@@ -63,6 +63,9 @@ def plan(
         # The consumer as deployed: micro-batches of batch.max_items, the scorer's default sub-batch.
         cases.append(Case(f"e2e b{micro_batch}", "e2e", "e2e", reduced, DEFAULT_BATCH_SIZE, micro_batch,
                           token_budget=DEFAULT_TOKEN_BUDGET))
+        # The same with the stories job beside it, and alone again (stream.tools.bench.stories).
+        cases.append(Case(f"e2e+stories b{micro_batch}", "stories", "stories", reduced, DEFAULT_BATCH_SIZE,
+                          micro_batch, token_budget=DEFAULT_TOKEN_BUDGET))
     return cases
 
 

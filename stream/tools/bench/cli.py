@@ -50,14 +50,16 @@ def _batch_sizes(_ctx: click.Context, _param: click.Parameter, value: str | None
 @click.option("--texts", "n_texts", type=click.IntRange(1), help="Texts per case (default 256 on CPU, 8192 on GPU).")
 @click.option("--batch-sizes", callback=_batch_sizes, help="Comma-separated (default 1,8,32,128; GPU 64,256,1024).")
 @click.option("--model-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="A transformers checkpoint (default: all-MiniLM-L6-v2 with a 2-class head).")
+              help="A transformers checkpoint (default: the demo's, else all-MiniLM-L6-v2 with a 2-class head).")
 @click.option("--package", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="A model package (default: --model-dir exported into the bench cache).")
+              help="A model package (default: the demo's sentiment package when `make demo` built it, "
+              "else --model-dir exported into the bench cache).")
 @click.option("--threads", type=click.IntRange(1),
               help="Threads for torch and ONNX Runtime alike (default: all cores).")
 @click.option("--seed", default=0, show_default=True, help="Which texts are drawn.")
 @click.option("--no-e2e", is_flag=True, help="Skip the Kafka -> scoring -> store case.")
-@click.option("--only", "groups", type=click.Choice(["engines", "bucketing", "e2e", "panels"]), multiple=True,
+@click.option("--only", "groups", type=click.Choice(["engines", "bucketing", "e2e", "stories", "panels"]),
+              multiple=True,
               help="Run only these groups of cases (repeatable); `panels` alone times the dashboards' SQL.")
 @click.option("--panel-items", default=2_100_000, show_default=True, type=click.IntRange(1),
               help="Synthetic items for `--only panels` (about 2.4 scored rows each).")
@@ -88,6 +90,10 @@ def bench_command(ctx: click.Context, device: str, json_out: Path | None, quick:
     root = ctx.find_root()
     config_path = (root.obj or {}).get("config_path") if isinstance(root.obj, dict) else None
     default_texts, default_sizes = (QUICK if quick else DEFAULTS)[device]
+    if model_dir is None and package is None:
+        from stream.tools.bench.cpu import demo_subject
+
+        model_dir, package = demo_subject()  # the demo's model when `make demo` has built it
     options = BenchOptions(
         device=device,
         quick=quick,
@@ -114,6 +120,9 @@ def bench_command(ctx: click.Context, device: str, json_out: Path | None, quick:
 
     click.echo(report["table"])
     click.echo(ratio_lines(report["ratios"]))
+    from stream.tools.bench.cpu import lines
+
+    click.echo(lines(report))
     click.echo(f"report: {out}")
     failed = [c["name"] for c in report["cases"] if "error" in c]
     if failed:

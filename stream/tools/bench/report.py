@@ -11,6 +11,7 @@ from typing import Any
 
 from stream.tools.bench import gpu
 from stream.tools.bench.cases import Case
+from stream.tools.bench.stories import stories_ratio
 
 
 def _best(results: dict[str, dict[str, Any]], cases: Sequence[Case], engine: str,
@@ -78,6 +79,8 @@ def ratios(cases: Sequence[Case], results: dict[str, dict[str, Any]], device: st
         raw = e2e["raw_onnx"]
         out["per_cpu_second"]["e2e_vs_raw_onnx"] = round(
             (e2e["items"] / e2e["cpu_seconds"]) / (raw["items"] / raw["cpu_seconds"]), 3)
+    out["stories_on_vs_off"] = stories_ratio(cases, results)
+    out["per_cpu_second"]["stories_on_vs_off"] = stories_ratio(cases, results, "stories_on_vs_off_per_cpu_s")
     if device == "cuda":
         best = _best(results, cases, "onnx", "fp16")
         out["fraction_of_peak"] = (

@@ -14,7 +14,7 @@ from typing import Any
 from tqdm import tqdm
 
 from stream.core.errors import ModelError
-from stream.tools.bench import gpu
+from stream.tools.bench import cpu, gpu
 from stream.tools.bench.cases import DEFAULT_MICRO_BATCH, Case, plan
 from stream.tools.bench.corpus import bench_texts
 from stream.tools.bench.e2e import e2e_repeat
@@ -22,7 +22,7 @@ from stream.tools.bench.report import agreement, host_info, ok, ratios, table
 from stream.tools.bench.subjects import Subjects, prepare
 
 # Targets on the 2-core reference host (deploy/bench/BENCH.md); the report says which were met.
-CPU_TARGETS = {"int8_vs_torch": 3.0, "e2e_vs_raw_onnx": 0.85, "bucketing_gain": 1.3}
+CPU_TARGETS = {"int8_vs_torch": 3.0, "e2e_vs_raw_onnx": 0.85, "bucketing_gain": 1.3, "stories_on_vs_off": 0.8}
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,10 @@ def run_bench(options: BenchOptions, command: str = "yuqing bench") -> dict[str,
             r["items_per_cpu_s"] = round(r["items"] / r["cpu_seconds"], 2) if r.get("cpu_seconds") else None
             if options.device == "cuda" and flops:
                 r["achieved_tflops"] = round(flops * r["items_per_s"] / 1e12, 3)
+    cpu_peak = cpu.host_peak(options.threads) if options.device == "cpu" else None
+    for case in cases:
+        if cpu_peak and case.engine == "onnx" and ok(results.get(case.name)):
+            results[case.name]["compute"] = cpu.achieved(results[case.name], case.variant, flops, cpu_peak)
     headline = ratios(cases, results, options.device, flops, peak)
     report: dict[str, Any] = {
         "command": command,
@@ -118,6 +122,9 @@ def run_bench(options: BenchOptions, command: str = "yuqing bench") -> dict[str,
         report["targets"] = {name: {"target": target, "measured": headline.get(name),
                                     "met": headline.get(name) is not None and headline[name] >= target}
                              for name, target in CPU_TARGETS.items()}
+    report["package"] = cpu.footprint(subjects.package)
+    if cpu_peak:
+        report["cpu_peak"] = cpu_peak
     report["table"] = table(cases, results)
     return report
 
@@ -127,6 +134,7 @@ def _common_spec(options: BenchOptions, subjects: Subjects, texts_path: Path, wo
 
     return {
         "device": options.device,
+        "quick": options.quick,
         "threads": options.threads,
         "spin": options.spin,
         "warmup": options.warmup,
@@ -144,7 +152,7 @@ def _common_spec(options: BenchOptions, subjects: Subjects, texts_path: Path, wo
 
 def _shape(subjects: Subjects) -> dict[str, int] | None:
     config = gpu.read_config(subjects.checkpoint) if subjects.checkpoint else None
-    return gpu.encoder_shape(config) if config else None
+    return gpu.encoder_shape(config) if config else cpu.graph_shape(subjects.variant_files["fp32"])
 
 
 def _case_report(case: Case, result: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import json
 import os
 import resource
 import sys
+import time
 import traceback
 from dataclasses import asdict
 from pathlib import Path
@@ -73,9 +74,11 @@ def padding(scorer: Any, texts: list[str], case: Case) -> dict[str, Any]:
 
 
 def run_onnx(spec: dict[str, Any], case: Case, texts: list[str]) -> dict[str, Any]:
+    started = time.perf_counter()
     scorer = open_scorer(spec, case)
+    loaded = {"load_s": round(time.perf_counter() - started, 3), "rss_after_load_mb": round(peak_rss_mb(), 1)}
     timing = time_calls(onnx_labels(scorer), texts, case.chunk, spec["warmup"], spec["passes"])
-    return result(timing) | {"provider": scorer.provider} | padding(scorer, texts, case)
+    return result(timing) | {"provider": scorer.provider} | loaded | padding(scorer, texts, case)
 
 
 def run_torch(spec: dict[str, Any], case: Case, texts: list[str]) -> dict[str, Any]:
@@ -112,6 +115,10 @@ def main(argv: list[str]) -> int:
             out = run_torch(spec, case, texts)
         elif case.engine == "onnx":
             out = run_onnx(spec, case, texts)
+        elif case.engine == "stories":
+            from stream.tools.bench.stories import run_stories
+
+            out = run_stories(spec, case, texts)
         else:
             from stream.tools.bench.e2e import run_e2e
 

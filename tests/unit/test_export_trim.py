@@ -1,0 +1,166 @@
+"""Vocabulary trimming: kept pieces, remapped tokenizer, sliced embeddings, the package it builds."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from export import parity, trim
+from export.check_data import BUILTIN
+from export.checkpoint import load_checkpoint
+from export.package import ExportOptions, build_package, ref_tokenizer
+from stream.core.errors import ModelError
+from stream.core.manifest import VARIANT_FILES, read_manifest
+from stream.core.scorer import OnnxScorer, encode
+
+ZH_EN = [text for text, _ in BUILTIN]
+FOREIGN = ["Привет, как дела сегодня", "Москва большой город и столица", "مرحبا بكم في المدينة الكبيرة",
+           "Γειά σου κόσμε και καλημέρα", "Это очень хороший фильм", "كتاب جديد في المكتبة"]
+LABELS = ("negative", "positive")
+
+
+def save_unigram_classifier(out: Path) -> Path:
+    """A random tiny BERT with a Unigram (SentencePiece-style) tokenizer trained on zh/en and
+    other-script texts, saved as `yuqing train` saves a checkpoint."""
+    import torch
+    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import Unigram
+    from tokenizers.trainers import UnigramTrainer
+    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+
+    backend = Tokenizer(Unigram())
+    backend.normalizer = normalizers.NFKC()
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    specials = ["<s>", "<pad>", "</s>", "<unk>"]
+    backend.train_from_iterator(ZH_EN * 3 + FOREIGN * 3, UnigramTrainer(
+        vocab_size=700, special_tokens=specials, unk_token="<unk>", max_piece_length=8))
+    ends = [(t, backend.token_to_id(t)) for t in ("<s>", "</s>")]
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=ends)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                        unk_token="<unk>", cls_token="<s>", sep_token="</s>", model_max_length=64,
+                                        model_input_names=["input_ids", "attention_mask"])
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(str(out))
+    config = BertConfig(vocab_size=backend.get_vocab_size(), hidden_size=32, num_hidden_layers=2,  # type: ignore[call-arg]
+                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=64, pad_token_id=1,
+                        num_labels=2, id2label=dict(enumerate(LABELS)), label2id={x: i for i, x in enumerate(LABELS)})
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).eval().save_pretrained(str(out))
+    (out / "training_report.json").write_text(json.dumps({"task": "sentiment", "name": "uni", "max_length": 64}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def unigram_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_unigram_classifier(tmp_path_factory.mktemp("trim") / "ckpt")
+
+
+@pytest.fixture(scope="module")
+def chosen(unigram_ckpt: Path) -> tuple[Any, dict[str, Any], trim.VocabTrim]:
+    ckpt = load_checkpoint(unigram_ckpt)
+    full = ref_tokenizer(ckpt)
+    full.no_truncation()  # pieces past max_length count too: they shape the segmentation before it
+    data = json.loads(full.to_str())
+    return full, data, trim.choose_pieces(data, trim.piece_counts(full, ZH_EN[:40]), ("zh", "en"), margin=20)
+
+
+def test_kept_pieces_are_specials_corpus_scripts_and_margin(chosen: tuple[Any, dict[str, Any], trim.VocabTrim]) -> None:
+    full, data, kept = chosen
+    vocab = data["model"]["vocab"]
+    ids = set(kept.kept)
+    assert kept.kept == sorted(ids) and kept.vocab_before == len(vocab)
+    assert {full.token_to_id(t) for t in ("<s>", "<pad>", "</s>", "<unk>")} <= ids
+    assert min(range(len(vocab)), key=lambda i: vocab[i][1]) in ids  # sets the <unk> penalty
+    assert set(trim.piece_counts(full, ZH_EN[:40])) <= ids
+    assert kept.kept_by["probable"] <= 20 and sum(kept.kept_by.values()) == len(ids)
+    dropped = [vocab[i][0] for i in range(len(vocab)) if i not in ids]
+    assert dropped and not any(trim.in_languages(p, ("zh", "en")) and len(p.replace(trim.METASPACE, "")) == 1
+                               for p in dropped)  # no zh/en character becomes <unk>
+    cyrillic = [i for i, (p, _) in enumerate(vocab) if any("\u0400" <= c <= "\u04ff" for c in p)]
+    assert cyrillic and not (set(cyrillic) & ids)
+
+
+def test_in_languages_is_by_script() -> None:
+    assert trim.in_languages("▁hello", ["en"]) and trim.in_languages("中国", ["zh"])
+    assert not trim.in_languages("中国", ["en"]) and not trim.in_languages("▁Москва", ["zh", "en"])
+    assert not trim.in_languages("▁", ["en"])  # the boundary mark alone is no piece of a script
+    with pytest.raises(ModelError, match="no script table"):
+        trim.in_languages("x", ["xx"])
+
+
+def test_trimmed_tokenizer_gives_the_same_pieces_on_the_corpus(
+        chosen: tuple[Any, dict[str, Any], trim.VocabTrim]) -> None:
+    from tokenizers import Tokenizer
+
+    full, data, kept = chosen
+    trimmed = Tokenizer.from_str(json.dumps(trim.trim_tokenizer_json(data, kept)))
+    assert trimmed.get_vocab_size() == len(kept.kept)
+    result = trim.compare_tokenizers(full, trimmed, kept, ZH_EN[:40])
+    assert result["agreement"] == 1.0 and result["differences"] == []
+    # texts outside the counted corpus: other segmentations are counted and listed, never out of range
+    foreign = trim.compare_tokenizers(full, trimmed, kept, FOREIGN + ZH_EN[40:])
+    assert foreign["differing"] >= len(FOREIGN) and len(foreign["differences"]) == foreign["differing"]
+    assert all(max(e.ids) < len(kept.kept) for e in trimmed.encode_batch(FOREIGN))
+    assert trimmed.token_to_id("<unk>") in trimmed.encode("Москва").ids
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(ZH_EN[:40]), min_size=1, max_size=3), st.sampled_from([" ", "", "，", "! "]))
+def test_any_mix_of_corpus_sentences_tokenizes_as_before(unigram_ckpt: Path, parts: list[str], glue: str) -> None:
+    """Unigram keeps its best segmentation when all of its pieces are kept, whatever the text."""
+    from tokenizers import Tokenizer
+
+    ckpt = load_checkpoint(unigram_ckpt)
+    full = ref_tokenizer(ckpt)
+    full.no_truncation()
+    data = json.loads(full.to_str())
+    text = glue.join(parts)
+    kept = trim.choose_pieces(data, trim.piece_counts(full, [text]), ("zh", "en"), margin=0)
+    trimmed = Tokenizer.from_str(json.dumps(trim.trim_tokenizer_json(data, kept)))
+    assert kept.old_ids(trimmed.encode(text).ids) == full.encode(text).ids
+
+
+def test_sliced_embeddings_give_the_same_logits(unigram_ckpt: Path,
+                                                chosen: tuple[Any, dict[str, Any], trim.VocabTrim]) -> None:
+    _, _, kept = chosen
+    ckpt = load_checkpoint(unigram_ckpt)
+    before = encode(ref_tokenizer(ckpt), ZH_EN[:40])
+    logits = parity.torch_logits(ckpt, before)
+    trimmed = trim.trim_checkpoint(ckpt, kept)
+    after = encode(ref_tokenizer(trimmed), ZH_EN[:40])
+    assert [kept.old_ids(ids) for ids in after.ids] == before.ids
+    assert trimmed.model.get_input_embeddings().num_embeddings == len(kept.kept)
+    assert trimmed.pad_token_id == kept.kept.index(1)
+    np.testing.assert_allclose(parity.torch_logits(trimmed, after), logits, atol=1e-6)
+
+
+def test_only_unigram_vocabularies_are_trimmed() -> None:
+    with pytest.raises(ModelError, match="Unigram"):
+        trim.choose_pieces({"model": {"type": "WordPiece", "vocab": {}}}, Counter(), ("en",))
+
+
+def test_export_with_a_trimmed_vocabulary(tmp_path: Path, unigram_ckpt: Path) -> None:
+    corpus = tmp_path / "corpus.csv"
+    rows = [f'"{t}",{LABELS[i % 2]}' for i, t in enumerate(ZH_EN)]
+    corpus.write_text("text,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    full = build_package(ExportOptions(unigram_ckpt, tmp_path / "full", progress=False))
+    small = build_package(ExportOptions(unigram_ckpt, tmp_path / "small", trim_vocab=str(corpus), trim_margin=10,
+                                        progress=False))
+    info = small.data["export"]["vocab_trim"]
+    assert info["vocab_after"] < info["vocab_before"] and info["corpus_texts"] == len(ZH_EN)
+    assert info["check_tokenization"]["agreement"] == 1.0 and info["check_label_agreement_with_full_vocab"] == 1.0
+    assert small.variants["fp32"]["parity"]["status"] == "passed" and small.version != full.version
+    assert (small.path / VARIANT_FILES["fp32"]).stat().st_size < (full.path / VARIANT_FILES["fp32"]).stat().st_size
+    texts = ZH_EN[:20]
+    a = OnnxScorer.open(full.path).logits(texts)
+    b = OnnxScorer.open(small.path).logits(texts)
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    assert read_manifest(small.path).data["export"]["vocab_trim"]["languages"] == ["zh", "en"]
