@@ -58,9 +58,12 @@ def _batch_sizes(_ctx: click.Context, _param: click.Parameter, value: str | None
               help="Threads for torch and ONNX Runtime alike (default: all cores).")
 @click.option("--seed", default=0, show_default=True, help="Which texts are drawn.")
 @click.option("--no-e2e", is_flag=True, help="Skip the Kafka -> scoring -> store case.")
-@click.option("--only", "groups", type=click.Choice(["engines", "bucketing", "e2e", "stories", "panels"]),
+@click.option("--only", "groups", type=click.Choice(["engines", "bucketing", "e2e", "stories", "panels", "burst"]),
               multiple=True,
-              help="Run only these groups of cases (repeatable); `panels` alone times the dashboards' SQL.")
+              help="Run only these groups of cases (repeatable); `panels` alone times the dashboards' SQL, "
+              "`burst` alone measures `yuqing run`'s peak RSS under a burst of huge items.")
+@click.option("--burst-items", default=2000, show_default=True, type=click.IntRange(1),
+              help="`--only burst`: items of about 1 MB each.")
 @click.option("--panel-items", default=2_100_000, show_default=True, type=click.IntRange(1),
               help="Synthetic items for `--only panels` (about 2.4 scored rows each).")
 @click.option("--before-dashboards", type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -74,7 +77,8 @@ def _batch_sizes(_ctx: click.Context, _param: click.Parameter, value: str | None
 @click.pass_context
 def bench_command(ctx: click.Context, device: str, json_out: Path | None, quick: bool, n_texts: int | None,
                   batch_sizes: tuple[int, ...] | None, model_dir: Path | None, package: Path | None,
-                  threads: int | None, seed: int, no_e2e: bool, groups: tuple[str, ...], panel_items: int,
+                  threads: int | None, seed: int, no_e2e: bool, groups: tuple[str, ...], burst_items: int,
+                  panel_items: int,
                   before_dashboards: Path | None, bootstrap: str | None, peak_tflops: float | None,
                   case_timeout: int, spin: bool, no_progress: bool) -> None:
     """Throughput and latency: transformers pipeline vs ONNX fp32/int8 (fp16 on GPU), length
@@ -84,6 +88,11 @@ def bench_command(ctx: click.Context, device: str, json_out: Path | None, quick:
         if len(groups) > 1:
             raise click.UsageError("--only panels runs alone")
         _bench_panels(json_out, panel_items, before_dashboards, progress=not no_progress)
+        return
+    if "burst" in groups:
+        if len(groups) > 1:
+            raise click.UsageError("--only burst runs alone")
+        _bench_burst(ctx, json_out, bootstrap, package, burst_items, progress=not no_progress)
         return
     from stream.tools.bench.run import BenchOptions, run_bench
 
@@ -139,6 +148,27 @@ def _bench_panels(json_out: Path | None, items: int, before_dashboards: Path | N
     out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     click.echo(report["table"])
     click.echo(f"report: {out}")
+
+
+def _bench_burst(ctx: click.Context, json_out: Path | None, bootstrap: str | None, package: Path | None,
+                 items: int, progress: bool) -> None:
+    from stream.core.cli import settings_from
+    from stream.tools.bench.burst import bench_burst
+    from stream.tools.bench.cpu import demo_subject
+
+    packages = [package] if package is not None else [p for p in [demo_subject()[1]] if p is not None]
+    if not packages:
+        raise click.UsageError("--only burst needs --package PKG (or the demo's package: run `make demo`)")
+    servers = [bootstrap] if bootstrap else settings_from(ctx).kafka.bootstrap_servers
+    report = bench_burst(",".join(servers), packages, items=items,
+                         progress=lambda line: click.echo(line, err=True) if progress else None)
+    out = json_out or DEFAULT_OUT_DIR / f"bench-burst-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    click.echo(report["table"])
+    click.echo(f"report: {out}")
+    if not report["complete"]:
+        raise YuqingError("the burst was not scored completely", hint=f"see {out}")
 
 
 def command_line(ctx: click.Context) -> str:
