@@ -175,8 +175,17 @@ def run_logits(
     return out if out is not None else np.empty((0, 0), dtype=np.float32)
 
 
+def _int8_slower(manifest: Manifest) -> bool:
+    """True when the export timed the int8 graph below fp32 (items per CPU-second at batch 32)."""
+    parity = manifest.variants.get("int8", {}).get("parity", {})
+    int8 = (parity.get("speed_b32") or {}).get("items_per_cpu_s")
+    fp32 = (parity.get("fp32_speed_b32") or {}).get("items_per_cpu_s")
+    return bool(int8 and fp32 and float(int8) < float(fp32))
+
+
 def choose_variant(manifest: Manifest, device: str, variant: str, allow_unchecked: bool) -> str:
-    """The requested variant if it may run, else for "auto": fp16 on CUDA, int8 on CPU, fp32 otherwise."""
+    """The requested variant if it may run, else for "auto": fp16 on CUDA; on CPU int8, unless the
+    export measured it slower than fp32; fp32 otherwise."""
     variants = manifest.variants
     if variant != "auto":
         if variant not in variants:
@@ -195,6 +204,10 @@ def choose_variant(manifest: Manifest, device: str, variant: str, allow_unchecke
             raise ModelError(f"the {variant} variant of {manifest.version} did not pass its parity check")
         return variant
     preferred = ["fp16", "fp32"] if device == "cuda" else ["int8", "fp32"]
+    if device != "cuda" and _int8_slower(manifest):
+        # An int8 graph that needed many fp32 exclusions to hold parity can be slower than fp32.
+        log.info("the int8 variant of %s measured slower than fp32 at export; running fp32", manifest.version)
+        preferred = ["fp32", "int8"]
     for name in preferred:
         if name not in variants:
             continue

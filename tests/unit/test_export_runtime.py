@@ -18,8 +18,8 @@ from export.check_data import BUILTIN
 from export.package import ExportOptions, build_package
 from stream.core.errors import ModelError, PackageIntegrityError
 from stream.core.interfaces import Scorer
-from stream.core.manifest import MANIFEST, VARIANT_FILES, sha256_file
-from stream.core.scorer import OnnxScorer, plan_batches
+from stream.core.manifest import MANIFEST, VARIANT_FILES, Manifest, sha256_file
+from stream.core.scorer import OnnxScorer, choose_variant, plan_batches
 from tests.tiny_models import save_tiny_classifier
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,3 +150,25 @@ def test_the_runtime_imports_neither_torch_nor_transformers(package: Path) -> No
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("clean")
+
+
+def _manifest_with_speeds(int8_cpu_s: float | None, fp32_cpu_s: float | None) -> Manifest:
+    parity: dict[str, object] = {"status": "passed"}
+    if int8_cpu_s is not None:
+        parity["speed_b32"] = {"items_per_cpu_s": int8_cpu_s}
+    if fp32_cpu_s is not None:
+        parity["fp32_speed_b32"] = {"items_per_cpu_s": fp32_cpu_s}
+    data = {"version": "m-1", "variants": {"fp32": {"parity": {"status": "passed"}}, "int8": {"parity": parity}}}
+    return Manifest(Path("."), data)
+
+
+@pytest.mark.parametrize(
+    ("int8_cpu_s", "fp32_cpu_s", "expected"),
+    [(60.0, 40.0, "int8"), (38.7, 41.3, "fp32"), (None, 41.3, "int8"), (60.0, None, "int8")],
+)
+def test_auto_runs_int8_on_cpu_unless_the_export_measured_it_slower(
+    int8_cpu_s: float | None, fp32_cpu_s: float | None, expected: str
+) -> None:
+    manifest = _manifest_with_speeds(int8_cpu_s, fp32_cpu_s)
+    assert choose_variant(manifest, "cpu", "auto", allow_unchecked=False) == expected
+    assert choose_variant(manifest, "cpu", "int8", allow_unchecked=False) == "int8"  # asked for: no override
