@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dashboards import grafana as g
-from dashboards.queries import SENTIMENT, TOPIC, latest_versions, options, selection
+from dashboards.queries import SENTIMENT, TOPIC, options, selection
 
 UID = "yuqing-drilldown"
 WITH_SEL = "WITH" + selection()
@@ -119,10 +119,8 @@ LIMIT 500""",
         )
         .with_variable(g.datasource_variable())
         .with_variable(g.database_constant(database))
-        .with_variable(g.sql_variable("sentiment_model", "Sentiment model", latest_versions("sentiment"),
-                                      description="Sentiment model version (default: the latest)."))
-        .with_variable(g.sql_variable("topic_model", "Topic model", latest_versions("topic"),
-                                      description="Topic model version (default: the latest)."))
+        .with_variable(g.model_variable("sentiment"))
+        .with_variable(g.model_variable("topic"))
         .with_variable(g.sql_variable("topic", "Topic", options("label", TOPIC), multi=True))
         .with_variable(g.sql_variable("source", "Source", options("source", SENTIMENT), multi=True))
         .with_variable(g.sql_variable("lang", "Language", options("lang", SENTIMENT), multi=True))

@@ -18,7 +18,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
-from dashboards.queries import ALL
+from dashboards.queries import ALL, latest_versions
 
 PLUGIN_ID = "grafana-clickhouse-datasource"
 DATASOURCE_UID = "yuqing-clickhouse"
@@ -77,6 +77,13 @@ def datasource_variable() -> dashboard.DatasourceVariable:
 def database_constant(database: str) -> dashboard.ConstantVariable:
     """The ClickHouse database holding the yuqing tables (hidden; set by `yuqing dashboards build`)."""
     return dashboard.ConstantVariable("db").value(database)
+
+
+def model_variable(task: str) -> dashboard.QueryVariable:
+    """The `<task>_model` variable: the task's model versions, newest first (the default)."""
+    title = task.capitalize()
+    return sql_variable(f"{task}_model", f"{title} model", latest_versions(task),
+                        description=f"{title} model version (default: the latest).")
 
 
 def sql_variable(name: str, label: str, sql: str, *, multi: bool = False, all_value: str | None = None,

@@ -9,7 +9,6 @@ from dashboards import story
 from dashboards.queries import (
     SENTIMENT,
     counted,
-    latest_versions,
     sentiment_with_topic,
     story_items,
     story_titles,
@@ -186,10 +185,8 @@ ORDER BY items DESC, story""",
         )
         .with_variable(g.datasource_variable())
         .with_variable(g.database_constant(database))
-        .with_variable(g.sql_variable("sentiment_model", "Sentiment model", latest_versions("sentiment"),
-                                      description="Sentiment model version (default: the latest)."))
-        .with_variable(g.sql_variable("topic_model", "Topic model", latest_versions("topic"),
-                                      description="Topic model version (default: the latest)."))
+        .with_variable(g.model_variable("sentiment"))
+        .with_variable(g.model_variable("topic"))
     )
     for panel in (items, negative_share, alerts_fired, dead_letters, by_sentiment, share_by_topic,
                   top_sources, latest_negative, fired, top_stories):

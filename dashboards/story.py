@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dashboards import grafana as g
-from dashboards.queries import latest_versions, story_items, table, value
+from dashboards.queries import story_items, table, value
 
 UID = "yuqing-story"
 STORY_OPTIONS = 200  # the story picker lists the stories with most items in the range
@@ -113,8 +113,7 @@ LIMIT {STORY_OPTIONS}"""
         )
         .with_variable(g.datasource_variable())
         .with_variable(g.database_constant(database))
-        .with_variable(g.sql_variable("sentiment_model", "Sentiment model", latest_versions("sentiment"),
-                                      description="Sentiment model version (default: the latest)."))
+        .with_variable(g.model_variable("sentiment"))
         .with_variable(g.sql_variable("story", "Story", picker, per_time_range=True,
                                       description="Stories with most items in the time range (default: the first)."))
     )
