@@ -3,7 +3,9 @@
 `yuqing alerts` evaluates the rules of ``alerts.toml`` itself and writes the ``alerts`` table; these
 are the same two ideas as Grafana rules, for teams that route notifications through Grafana:
 
-* negative surge: per topic, share of negative items over the last hour > 0.5 with at least 20 items;
+* negative surge: per risk topic, share of negative items among the non-neutral ones over the last
+  hour > 0.5 with at least 20 non-neutral items (neutral items are left out, as `yuqing alerts`
+  leaves them out by default);
 * volume spike: z-score of the last hour's item count against the 168 hours before it > 3.
 
 Both read the most recent model versions from ``scored FINAL``, so each (id, model_version) counts
@@ -30,17 +32,18 @@ def _latest(db: str, task: str) -> str:
 
 def negative_surge_sql(db: str) -> str:
     return f"""
-SELECT t.label AS topic,
-       if(count() >= {MIN_ITEMS}, countIf(s.label = 'negative') / count(), 0) AS negative_share
+SELECT r.label AS risk,
+       if(countIf(s.label != 'neutral') >= {MIN_ITEMS},
+          countIf(s.label = 'negative') / countIf(s.label != 'neutral'), 0) AS negative_share
 FROM (
     SELECT id, label FROM {db}.scored FINAL
     WHERE task = 'sentiment' AND model_version = {_latest(db, 'sentiment')} AND $__timeFilter(published_at)
 ) AS s
 INNER JOIN (
     SELECT id, label FROM {db}.scored FINAL
-    WHERE task = 'topic' AND model_version = {_latest(db, 'topic')} AND $__timeFilter(published_at)
-) AS t USING id
-GROUP BY topic""".strip()
+    WHERE task = 'risk' AND model_version = {_latest(db, 'risk')} AND $__timeFilter(published_at)
+) AS r USING id
+GROUP BY risk""".strip()
 
 
 def volume_z_sql(db: str) -> str:
@@ -125,8 +128,8 @@ def provisioning(database: str, folder: str = "yuqing") -> dict[str, Any]:
                         negative_surge_sql(database),
                         3600,
                         NEGATIVE_SHARE,
-                        f"Over the last hour more than {NEGATIVE_SHARE:.0%} of the items on topic "
-                        f"{{{{ $labels.topic }}}} are negative (at least {MIN_ITEMS} items).",
+                        f"Over the last hour more than {NEGATIVE_SHARE:.0%} of the non-neutral items on risk "
+                        f"topic {{{{ $labels.risk }}}} are negative (at least {MIN_ITEMS} non-neutral items).",
                         "negative_surge",
                     ),
                     _rule(

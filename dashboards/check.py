@@ -28,7 +28,7 @@ from stream.core.errors import DataError
 from stream.core.settings import StoreSettings
 from stream.core.store import Store
 
-SURGE_TOPIC = "public health"
+SURGE_BEAT = "public health"  # its items are labelled with risk topic `social`
 
 
 @dataclass
@@ -69,14 +69,15 @@ class CheckReport:
 
 
 def synthetic_spec(now: dt.datetime) -> SyntheticSpec:
-    """A week of demo-like data ending `now`, with a negative surge in the last hour."""
+    """A week of demo-like data ending `now`, with a negative surge on one beat in the last hour."""
     return SyntheticSpec(
         start=now - dt.timedelta(days=7),
         end=now,
         items=1500,
         seed=7,
         dead_letter_share=0.03,
-        surges=(Surge(SURGE_TOPIC, now - dt.timedelta(minutes=59), dt.timedelta(minutes=58), items=45),),
+        surges=(Surge(SURGE_BEAT, now - dt.timedelta(minutes=59), dt.timedelta(minutes=58), items=45),),
+        story_lag=dt.timedelta(minutes=5),  # the surge's newest items are not in its story yet
     )
 
 

@@ -1,11 +1,20 @@
-"""Drill-down: one slice of the stream by topic, source, language and keyword."""
+"""Drill-down: one slice of the stream by risk, category, source, language and keyword."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from dashboards import grafana as g
-from dashboards.queries import SENTIMENT, TOPIC, options, selection
+from dashboards.overview import entity_type_variable, top_entities_panel
+from dashboards.queries import (
+    SENTIMENT,
+    head_filter,
+    negative_share,
+    neutral_share,
+    options,
+    selection,
+    sentiment_counts,
+)
 
 UID = "yuqing-drilldown"
 WITH_SEL = "WITH" + selection()
@@ -16,13 +25,13 @@ def build(database: str) -> dict[str, Any]:
         "Matching items",
         f"""{WITH_SEL}
 SELECT count() AS items FROM sel""",
-        description="Items in the selection (topic, source, language, keyword, time range).",
+        description="Items in the selection (risk, category, source, language, keyword, time range).",
     ).span(6).height(4)
-    negative_share = g.stat_panel(
+    negative_stat = g.stat_panel(
         "Negative share",
         f"""{WITH_SEL}
-SELECT countIf(label = 'negative') / greatest(count(), 1) AS negative_share FROM sel""",
-        description="Share of the selected items labelled negative.",
+SELECT {negative_share()} AS negative_share FROM sel""",
+        description="Share of the selected non-neutral items labelled negative: negative / (negative + positive).",
         unit="percentunit",
         thresholds=((None, "green"), (0.4, "orange"), (0.5, "red")),
         decimals=1,
@@ -58,61 +67,54 @@ ORDER BY time""",
         colors=g.SENTIMENT_COLORS,
     ).span(12).height(9)
     share_over_time = g.timeseries_panel(
-        "Negative share over time",
+        "Negative and neutral share over time",
         f"""{WITH_SEL}
-SELECT $__timeInterval(published_at) AS time, countIf(label = 'negative') / count() AS negative_share
+SELECT $__timeInterval(published_at) AS time, {negative_share()} AS negative_share,
+       {neutral_share()} AS neutral_share
 FROM sel
 GROUP BY time
 ORDER BY time""",
-        description="Share of the selected items labelled negative, per interval.",
+        description="Per interval: the share of the selected non-neutral items labelled negative, and the "
+                    "share of all selected items labelled neutral.",
         unit="percentunit",
         min_interval="1m",
     ).span(12).height(9)
 
-    by_topic = g.barchart_panel(
-        "Sentiment by topic",
-        f"""{WITH_SEL}
-SELECT topic, countIf(label = 'negative') AS negative, countIf(label = 'positive') AS positive,
-       countIf(label NOT IN ('negative', 'positive')) AS other
+    def sentiment_by(column: str, title: str, limit: int = 0) -> Any:
+        return g.barchart_panel(
+            f"Sentiment by {title}",
+            f"""{WITH_SEL}
+SELECT {column}, {sentiment_counts()}
 FROM sel
-GROUP BY topic
-ORDER BY count() DESC""",
-        description="Selected items per topic, split by sentiment.",
-        x_field="topic",
-        stacked=True,
-        colors={"negative": "red", "positive": "green", "other": "blue"},
-    ).span(12).height(9)
-    by_source = g.barchart_panel(
-        "Sentiment by source",
-        f"""{WITH_SEL}
-SELECT source, countIf(label = 'negative') AS negative, countIf(label = 'positive') AS positive,
-       countIf(label NOT IN ('negative', 'positive')) AS other
-FROM sel
-GROUP BY source
-ORDER BY count() DESC
-LIMIT 15""",
-        description="Selected items per source (top 15), split by sentiment.",
-        x_field="source",
-        stacked=True,
-        colors={"negative": "red", "positive": "green", "other": "blue"},
-    ).span(12).height(9)
+GROUP BY {column}
+ORDER BY count() DESC, {column}""" + (f"\nLIMIT {limit}" if limit else ""),
+            description=f"Selected items per {title}" + (f" (top {limit})" if limit else "") + ", split by sentiment.",
+            x_field=column,
+            stacked=True,
+            colors=g.SENTIMENT_COLORS,
+        ).span(8).height(9)
+
+    by_risk = sentiment_by("risk", "risk")
+    by_category = sentiment_by("category", "category")
+    by_source = sentiment_by("source", "source", limit=15)
 
     items = g.table_panel(
         "Items",
         f"""{WITH_SEL}
-SELECT published_at AS time, source, lang, topic, label AS sentiment, round(score, 3) AS score, title, url
+SELECT published_at AS time, source, lang, risk, category, label AS sentiment, round(score, 3) AS score, title, url
 FROM sel
-ORDER BY time DESC
+ORDER BY time DESC, id
 LIMIT 500""",
         description="The selected items, newest first.",
-        widths={"time": 160, "source": 150, "lang": 50, "topic": 120, "sentiment": 90, "score": 70},
+        widths={"time": 160, "source": 150, "lang": 50, "risk": 110, "category": 100, "sentiment": 90, "score": 70},
     ).span(24).height(12)
+    entities = top_entities_panel("SELECT id FROM sel", "selected items", WITH_SEL).span(24).height(10)
 
     board = (
         g.new_dashboard(
             UID,
             "yuqing · Drill-down",
-            description="Slice the scored stream by topic, source, language and keyword.",
+            description="Slice the scored stream by risk, category, source, language and keyword.",
             tags=["drill-down"],
             time_from="now-7d",
             refresh="5m",
@@ -120,14 +122,18 @@ LIMIT 500""",
         .with_variable(g.datasource_variable())
         .with_variable(g.database_constant(database))
         .with_variable(g.model_variable("sentiment"))
-        .with_variable(g.model_variable("topic"))
-        .with_variable(g.sql_variable("topic", "Topic", options("label", TOPIC), multi=True))
+        .with_variable(g.model_variable("risk"))
+        .with_variable(g.model_variable("category"))
+        .with_variable(g.model_variable("entities"))
+        .with_variable(g.sql_variable("risk", "Risk", options("label", head_filter("risk")), multi=True))
+        .with_variable(g.sql_variable("category", "Category", options("label", head_filter("category")), multi=True))
+        .with_variable(entity_type_variable())
         .with_variable(g.sql_variable("source", "Source", options("source", SENTIMENT), multi=True))
         .with_variable(g.sql_variable("lang", "Language", options("lang", SENTIMENT), multi=True))
         .with_variable(g.textbox_variable(
             "keyword", "Keyword", "Case-insensitive text in the title or body (empty: everything)."))
     )
-    for panel in (matching, negative_share, sources, mean_confidence, by_sentiment, share_over_time,
-                  by_topic, by_source, items):
+    for panel in (matching, negative_stat, sources, mean_confidence, by_sentiment, share_over_time,
+                  by_risk, by_category, by_source, items, entities):
         board = board.with_panel(panel)
     return g.as_json(board)

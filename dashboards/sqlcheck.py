@@ -2,7 +2,7 @@
 
 Each dashboard runs in up to three scenarios:
 * ``default``: variables at their defaults (latest model versions, "All", empty keyword);
-* ``filtered``: one real item's topic, source and language picked, plus a word of its title;
+* ``filtered``: one real item's risk, category, source and language picked, plus a word of its title;
 * ``hostile``: every variable set to a value full of quotes, backslashes, macros and SQL (it must
   run and match nothing, since no item has that value).
 
@@ -213,28 +213,32 @@ def _keyword_of(title: str) -> str:
 
 
 def _picks(store: Store, values: Mapping[str, VariableValue], ctx: QueryContext) -> dict[str, str]:
-    """Variable values that select one real item: the newest one scored by both current models."""
-    sentiment = values.get("sentiment_model")
-    topic = values.get("topic_model")
-    if sentiment is None or topic is None:
+    """Variable values that select one real item: the newest one scored by every current model."""
+    versions = {head: values.get(f"{head}_model") for head in ("sentiment", "risk", "category")}
+    if any(v is None for v in versions.values()):
         return {}
     db = store.database
+    in_range = "published_at >= {start:DateTime64(3)} AND published_at <= {end:DateTime64(3)}"
+
+    def head(name: str, columns: str) -> str:
+        return (f"SELECT id, {columns} FROM {db}.scored FINAL "
+                f"WHERE task = '{name}' AND model_version = {{{name}:String}} AND {in_range}")
+
     rows = store.rows(
         f"""
-        SELECT s.source, s.lang, t.label, s.title
-        FROM (SELECT id, source, lang, title, published_at FROM {db}.scored FINAL
-              WHERE task = 'sentiment' AND model_version = {{sv:String}}
-                AND published_at >= {{start:DateTime64(3)}} AND published_at <= {{end:DateTime64(3)}}) AS s
-        INNER JOIN (SELECT id, label FROM {db}.scored FINAL
-                    WHERE task = 'topic' AND model_version = {{tv:String}}) AS t USING id
-        ORDER BY s.published_at DESC
+        SELECT s.source, s.lang, r.label, c.label, x.title
+        FROM ({head('sentiment', 'source, lang, published_at')}) AS s
+        INNER JOIN ({head('risk', 'label')}) AS r USING id
+        INNER JOIN ({head('category', 'label')}) AS c USING id
+        INNER JOIN (SELECT id, title FROM {db}.items FINAL WHERE {in_range}) AS x USING id
+        ORDER BY s.published_at DESC, s.id
         LIMIT 1""",
-        {"sv": sentiment.values[0], "tv": topic.values[0], "start": ctx.start, "end": ctx.end},
+        {**{name: v.values[0] for name, v in versions.items() if v is not None}, "start": ctx.start, "end": ctx.end},
     )
     if not rows:
         return {}
-    source, lang, topic_label, title = (str(v) for v in rows[0])
-    return {"source": source, "lang": lang, "topic": topic_label, "keyword": _keyword_of(title)}
+    source, lang, risk, category, title = (str(v) for v in rows[0])
+    return {"source": source, "lang": lang, "risk": risk, "category": category, "keyword": _keyword_of(title)}
 
 
 def unsafe_references(sql: str, constants: frozenset[str]) -> list[str]:

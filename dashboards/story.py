@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dashboards import grafana as g
-from dashboards.queries import story_items, table, value
+from dashboards.queries import negative_share, story_items, table, value
 
 UID = "yuqing-story"
 STORY_OPTIONS = 200  # the story picker lists the stories with most items in the range
@@ -29,10 +29,10 @@ def build(database: str) -> dict[str, Any]:
         f"SELECT count() AS items FROM {items_sql}",
         description="Items of the story published in the time range (scored by the selected sentiment model).",
     ).span(6).height(4)
-    negative_share = g.stat_panel(
+    negative_stat = g.stat_panel(
         "Negative share",
-        f"SELECT countIf(label = 'negative') / greatest(count(), 1) AS negative_share FROM {items_sql}",
-        description="Share of the story's items in the range labelled negative.",
+        f"SELECT {negative_share()} AS negative_share FROM {items_sql}",
+        description="Share of the story's non-neutral items in the range labelled negative.",
         unit="percentunit",
         thresholds=((None, "green"), (0.4, "orange"), (0.5, "red")),
         decimals=1,
@@ -87,7 +87,7 @@ ORDER BY time""",
         f"""
 SELECT published_at AS time, source, lang, label AS sentiment, round(score, 3) AS score, title,
        duplicate_of, round(similarity, 3) AS similarity, url, id
-FROM {items_sql}
+FROM {story_items(story="story", text="title, url")}
 ORDER BY time DESC, id
 LIMIT 500""",
         description="The story's items in the range, newest first; duplicate_of names the item a near-copy repeats, "
@@ -97,7 +97,7 @@ LIMIT 500""",
 
     picker = f"""
 SELECT story_id AS story, concat(argMin(title, published_at), ' (', toString(count()), ')') AS text
-FROM {story_items("id, published_at, title")}
+FROM {story_items("id, published_at", text="title")}
 GROUP BY story
 ORDER BY count() DESC, story
 LIMIT {STORY_OPTIONS}"""
@@ -117,6 +117,6 @@ LIMIT {STORY_OPTIONS}"""
         .with_variable(g.sql_variable("story", "Story", picker, per_time_range=True,
                                       description="Stories with most items in the time range (default: the first)."))
     )
-    for panel in (items, negative_share, sources, duplicates, titles, by_lang, by_source, by_sentiment, story_table):
+    for panel in (items, negative_stat, sources, duplicates, titles, by_lang, by_source, by_sentiment, story_table):
         board = board.with_panel(panel)
     return g.as_json(board)

@@ -1,16 +1,25 @@
-"""Realistic synthetic rows written straight into a Store: scored items, stories, dead letters, pipeline stats, alerts.
+"""Realistic synthetic rows written straight into a Store: items, scored heads, entities, stories,
+dead letters, pipeline stats, alerts.
 
 The dashboards' SQL check and the tests use this instead of Kafka and a model.  The layout follows
-what the pipeline writes: one ``scored`` row per (item id, model version) and task, a stats row per
-partition for each stats write of a consumer (items and dead letters counted per consumer), dead
-letters keyed by their source offset.  Everything is deterministic for a given spec (seed).
+what the pipeline writes: one ``items`` row per item (its url, title and text), one ``scored`` row
+per (item id, model version) and sequence head (sentiment with neutral, risk, category), one
+``entities`` row per (item id, model version) with the people, places and organisations of its text
+(character offsets into title + "\\n" + text), a stats row per partition for each stats write of
+a consumer (items and dead letters counted per consumer), dead letters keyed by their source
+offset.  Everything is deterministic for a given spec (seed).
 
-Planted patterns make checks meaningful: a newer sentiment model that replayed the early part of the
-range (so "latest version" matters), re-delivered rows that only ``FINAL`` collapses, and optional
-negative surges (a burst of mostly negative items on one topic) with the alerts they fire.
+Items report on *beats* (markets, public health, sports, ...); a beat fixes the item's category
+and risk topic choices and its headline templates.  Planted patterns make checks meaningful: a
+multi-head package (sentiment, category, entities) that replayed the early part of the range over
+an older two-label sentiment model (so "latest version" matters), a separate risk package,
+re-delivered rows that only ``FINAL`` collapses, recurring entities (a few people and
+organisations are named far more often than the rest, and the items of one event share their
+organisation), and optional negative surges (a burst of mostly negative items on one beat) with the
+alerts they fire.
 
 Stories follow what the stories job writes (``item_stories``, ``stories``): items of one event
-(same topic, headline and place, in both languages, within two days) share a story whose id is its
+(same beat, headline and place, in both languages, within two days) share a story whose id is its
 first item's id; a later item of the story with the same title and language is a near-duplicate of
 the first one; a surge is one story.  The newest items (``story_lag``) are not assigned yet, and
 some rows are written twice (an older ``stories`` row, a re-written assignment) so that only
@@ -29,10 +38,13 @@ from typing import Any
 
 import numpy as np
 
+from stream.core.items import normalize_entity
 from stream.core.schema import (
     ALERT_COLUMNS,
     DEAD_LETTER_COLUMNS,
     EMBEDDING_DIM,
+    ENTITY_COLUMNS,
+    ITEM_COLUMNS,
     ITEM_STORY_COLUMNS,
     PIPELINE_STATS_COLUMNS,
     SCORED_COLUMNS,
@@ -40,15 +52,36 @@ from stream.core.schema import (
 )
 from stream.core.store import Store
 
-TOPICS: tuple[str, ...] = ("markets", "regulation", "public health", "labour", "environment", "technology")
-# Share of negative items per topic in quiet times.
-NEGATIVE_RATE: dict[str, float] = {
-    "markets": 0.40,
-    "regulation": 0.35,
-    "public health": 0.50,
-    "labour": 0.45,
-    "environment": 0.50,
-    "technology": 0.30,
+# The heads' label sets, as the models write them (dashboards may not import `models`).
+SENTIMENT_LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
+RISKS: tuple[str, ...] = ("other", "conflict", "terrorism", "corruption", "social", "governance", "foreign_policy",
+                          "environment")
+CATEGORIES: tuple[str, ...] = ("finance", "realty", "stocks", "education", "science", "society", "politics",
+                               "sports", "game", "entertainment")
+
+
+@dataclass(frozen=True)
+class Beat:
+    """What a kind of news is labelled: its category and risk topic choices (the first the
+    commonest), its share of negative items in quiet times, and its share of the stream."""
+
+    categories: tuple[str, ...]
+    risks: tuple[str, ...]
+    negative_rate: float
+    volume: float = 1.0
+
+
+BEATS: dict[str, Beat] = {
+    "markets": Beat(("finance", "stocks", "realty"), ("other", "corruption"), 0.40, 1.2),
+    "regulation": Beat(("politics", "society"), ("governance", "corruption"), 0.35),
+    "public health": Beat(("society",), ("social",), 0.50),
+    "labour": Beat(("society", "finance"), ("social",), 0.45),
+    "environment": Beat(("society", "science"), ("environment",), 0.50),
+    "technology": Beat(("science", "stocks"), ("other",), 0.30),
+    "education": Beat(("education",), ("social", "other"), 0.30, 0.6),
+    "diplomacy": Beat(("politics",), ("foreign_policy", "conflict"), 0.45, 0.6),
+    "sports": Beat(("sports",), ("other",), 0.25, 0.7),
+    "culture": Beat(("entertainment", "game"), ("other",), 0.20, 0.7),
 }
 SOURCES: tuple[tuple[str, str, str, float], ...] = (
     # name, language, url host, relative volume
@@ -68,7 +101,7 @@ DEAD_LETTER_KINDS: tuple[tuple[str, float], ...] = (
     ("invalid_utf8", 0.05),
 )
 
-# Headline templates per (topic, lang, polarity); {place} and {n} are filled in.
+# Headline templates per (beat, lang, polarity); {place} and {n} are filled in.
 _HEADLINES: dict[tuple[str, str, str], tuple[str, ...]] = {
     ("markets", "en", "+"): ("Shares rally in {place} as exporters report record orders",
                             "Small-business lending in {place} rises {n}% as rates ease"),
@@ -106,28 +139,84 @@ _HEADLINES: dict[tuple[str, str, str], tuple[str, ...]] = {
                                "Ransomware attack shuts hospital systems in {place}"),
     ("technology", "zh", "+"): ("{place}芯片企业发布新处理器，功耗降低{n}%", "宽带进村，{place}{n}十所学校接入网络"),
     ("technology", "zh", "-"): ("{place}数据泄露致{n}百万用户信息外泄", "勒索软件攻击致{place}医院系统瘫痪"),
+    ("education", "en", "+"): ("Schools in {place} add {n},000 free lunch places",
+                              "Exam pass rate in {place} rises to {n}0%"),
+    ("education", "en", "-"): ("Teachers in {place} walk out over {n}-month pay freeze",
+                              "School roof collapse in {place} injures {n} pupils"),
+    ("education", "zh", "+"): ("{place}学校新增{n}千个免费午餐名额", "{place}中考合格率升至{n}成"),
+    ("education", "zh", "-"): ("{place}教师因{n}个月欠薪罢课", "{place}校舍屋顶坍塌，{n}名学生受伤"),
+    ("diplomacy", "en", "+"): ("Trade talks in {place} end with {n}-point agreement",
+                              "Border crossing near {place} reopens after {n} years"),
+    ("diplomacy", "en", "-"): ("Shelling near {place} forces {n},000 to flee",
+                              "Envoys expelled as talks in {place} collapse"),
+    ("diplomacy", "zh", "+"): ("{place}贸易谈判达成{n}点共识", "{place}边境口岸时隔{n}年重新开放"),
+    ("diplomacy", "zh", "-"): ("{place}附近遭炮击，{n}千人逃离", "{place}谈判破裂，双方驱逐外交官"),
+    ("sports", "en", "+"): ("{place} side wins cup final {n}-1",
+                           "Marathon in {place} draws record {n}0,000 runners"),
+    ("sports", "en", "-"): ("Stadium crush in {place} injures {n} fans",
+                           "Doping scandal hits {place} athletics club"),
+    ("sports", "zh", "+"): ("{place}队{n}比1夺得杯赛冠军", "{place}马拉松吸引{n}万名跑者"),
+    ("sports", "zh", "-"): ("{place}体育场发生踩踏，{n}名球迷受伤", "{place}田径俱乐部陷兴奋剂丑闻"),
+    ("culture", "en", "+"): ("Film shot in {place} tops box office for {n} weeks",
+                            "Game studio in {place} hires {n}00 developers"),
+    ("culture", "en", "-"): ("Concert in {place} cancelled, {n},000 fans left without refunds",
+                            "Game studio in {place} shuts down, {n}00 jobs lost"),
+    ("culture", "zh", "+"): ("{place}取景电影连续{n}周票房第一", "{place}游戏公司招聘{n}百名开发者"),
+    ("culture", "zh", "-"): ("{place}演唱会取消，{n}千名歌迷退票无门", "{place}游戏公司倒闭，{n}百人失业"),
 }
+# Neutral items (announcements, schedules) per language; {subject} is the beat's word there.
+_NEUTRAL_HEADLINES: dict[str, tuple[str, ...]] = {
+    "en": ("{place} to publish {subject} report next week",
+           "Officials in {place} to hold {subject} hearing on day {n}"),
+    "zh": ("{place}将于下周发布{subject}报告", "{place}将于{n}日召开{subject}听证会"),
+}
+_SUBJECTS: dict[str, tuple[str, str]] = {
+    "markets": ("market", "市场"), "regulation": ("regulatory", "监管"), "public health": ("health", "卫生"),
+    "labour": ("employment", "就业"), "environment": ("environment", "环境"), "technology": ("technology", "科技"),
+    "education": ("education", "教育"), "diplomacy": ("foreign affairs", "外事"), "sports": ("sports", "体育"),
+    "culture": ("culture", "文化"),
+}
+# People and organisations quoted in the body, most often named first (a few recur everywhere).
+_PEOPLE: dict[str, tuple[str, ...]] = {
+    "en": ("Maria Chen", "David Okafor", "Sarah Lindqvist", "Tom Reyes", "Aisha Rahman", "Jonas Weber"),
+    "zh": ("王建国", "李晓梅", "张伟", "陈静", "刘洋", "赵敏"),
+}
+_ORGS: dict[str, tuple[str, ...]] = {
+    "en": ("Northfield City Council", "Harbor Health Trust", "Lakeshore Chemical Co.", "Metro Transit Authority",
+           "Riverside University", "East Side Workers Union"),
+    "zh": ("江城市政府", "东湖人民医院", "临河化工集团", "南岸公交集团", "北区大学", "江城总工会"),
+}
+_NAME_WEIGHTS = (8, 5, 3, 2, 1, 1)
 _PLACES: dict[str, tuple[str, ...]] = {
     "en": ("Northfield", "the harbour district", "Riverside", "Lakeshore", "the east side"),
     "zh": ("江城", "南岸", "临河", "东湖", "北区"),
 }
+# The body repeats the title, then quotes a person of an organisation.
 _TEXT: dict[tuple[str, str], str] = {
-    ("en", "+"): "{title}. Officials and residents welcomed the news, the best result in years, {source} reports.",
-    ("en", "-"): "{title}. Residents voiced anger and worry; {source} reports the damage is still being assessed.",
-    ("zh", "+"): "{title}。据{source}报道，市民普遍表示欢迎，认为这是近年来最好的消息。",
-    ("zh", "-"): "{title}。据{source}报道，居民对此十分担忧和不满，损失仍在评估中。",
+    ("en", "+"): "{title}. {person} of {org} welcomed the news, the best result in years, {source} reports.",
+    ("en", "-"): "{title}. {person} of {org} voiced anger and worry; {source} reports the damage is still being "
+                 "assessed.",
+    ("en", "0"): "{title}. {person} of {org} said details would follow, {source} reports.",
+    ("zh", "+"): "{title}。据{source}报道，{org}的{person}表示欢迎，认为这是近年来最好的消息。",
+    ("zh", "-"): "{title}。据{source}报道，{org}的{person}对此十分担忧，损失仍在评估中。",
+    ("zh", "0"): "{title}。据{source}报道，{org}的{person}表示，具体安排将另行公布。",
 }
 
 
 @dataclass(frozen=True)
 class Surge:
-    """A burst of extra, mostly negative items on one topic in [start, start + duration)."""
+    """A burst of extra, mostly negative items on one beat in [start, start + duration), all of
+    one event and labelled with the beat's first risk topic."""
 
-    topic: str
+    beat: str
     start: dt.datetime
     duration: dt.timedelta = dt.timedelta(hours=1)
     items: int = 40
     negative_share: float = 0.85
+
+    @property
+    def risk(self) -> str:
+        return BEATS[self.beat].risks[0]
 
 
 @dataclass(frozen=True)
@@ -136,15 +225,16 @@ class SyntheticSpec:
     end: dt.datetime
     items: int = 1500
     seed: int = 0
-    sentiment_version: str = "sentiment-synth-2"
-    topic_version: str = "topic-synth-1"
-    # An older sentiment model that scored the first `replayed_share` of the range live; the current
-    # model re-scored that part in a replay, so both versions coexist there.
+    # One multi-head package scores sentiment, category and entities; risk comes from its own package.
+    sentiment_version: str = "analysis-synth-2"
+    risk_version: str = "risk-synth-1"
+    # An older two-label sentiment model that scored the first `replayed_share` of the range live;
+    # the multi-head package re-scored that part in a replay, so both versions coexist there.
     previous_sentiment_version: str | None = "sentiment-synth-1"
     replayed_share: float = 0.3
-    neutral_share: float = 0.0  # > 0 adds a third sentiment label, 'neutral'
+    neutral_share: float = 0.2  # items labelled neutral by the current sentiment model
     surges: tuple[Surge, ...] = ()
-    duplicate_share: float = 0.05  # scored rows written twice (re-delivery); FINAL must collapse them
+    duplicate_share: float = 0.05  # rows written twice (re-delivery); FINAL must collapse them
     dead_letter_share: float = 0.02
     stats_every: dt.timedelta = dt.timedelta(minutes=5)
     partitions: int = 3
@@ -153,6 +243,29 @@ class SyntheticSpec:
     write_alerts: bool = True  # one fired alert per planted surge
     write_stories: bool = True
     story_lag: dt.timedelta = dt.timedelta(minutes=3)  # items this close to `end` have no story yet
+
+    @property
+    def category_version(self) -> str:
+        return self.sentiment_version
+
+    @property
+    def entities_version(self) -> str:
+        return self.sentiment_version
+
+
+@dataclass(frozen=True)
+class SyntheticEntity:
+    """An entity as the pipeline stores it: offsets are characters of title + "\\n" + text."""
+
+    text: str
+    type: str
+    start: int
+    end: int
+    score: float
+
+    @property
+    def normalized(self) -> str:
+        return normalize_entity(self.text)
 
 
 @dataclass(frozen=True)
@@ -167,11 +280,18 @@ class SyntheticItem:
     ingested_at: dt.datetime
     partition: int
     offset: int
-    topic: str
+    beat: str
+    risk: str
+    category: str
     sentiment: str
+    entities: tuple[SyntheticEntity, ...] = ()
     event: str = ""  # what the item reports on: items of one event form one story
     story_id: str = ""  # '' until the stories job has assigned it
     duplicate_of: str = ""
+
+    @property
+    def model_text(self) -> str:
+        return f"{self.title}\n{self.text}"
 
 
 @dataclass(frozen=True)
@@ -196,19 +316,21 @@ class SyntheticSummary:
 
     items: list[SyntheticItem] = field(default_factory=list)
     scored_rows: int = 0
-    duplicate_rows: int = 0
+    duplicate_rows: int = 0  # of scored; items and entities rows are re-delivered as often
+    entity_rows: int = 0
     dead_letters: int = 0
     stats_rows: int = 0
     alerts: int = 0
     stories: int = 0
     dead_letters_by_kind: Counter[str] = field(default_factory=Counter)
 
-    def count(self, *, topic: str | None = None, sentiment: str | None = None,
+    def count(self, *, risk: str | None = None, category: str | None = None, sentiment: str | None = None,
               since: dt.datetime | None = None, until: dt.datetime | None = None) -> int:
         return sum(
             1
             for it in self.items
-            if (topic is None or it.topic == topic)
+            if (risk is None or it.risk == risk)
+            and (category is None or it.category == category)
             and (sentiment is None or it.sentiment == sentiment)
             and (since is None or it.published_at >= since)
             and (until is None or it.published_at < until)
@@ -229,11 +351,16 @@ def write_synthetic(store: Store, spec: SyntheticSpec) -> SyntheticSummary:
     items = _items(rng, spec, start, end)
     summary.items = items
 
-    scored = _scored_rows(rng, spec, items, start, end)
-    duplicates = [_redelivered(rng, row) for row in scored if rng.random() < spec.duplicate_share]
-    store.insert("scored", scored, SCORED_COLUMNS)
-    store.insert("scored", duplicates, SCORED_COLUMNS)
-    summary.scored_rows, summary.duplicate_rows = len(scored), len(duplicates)
+    texts = [_item_row(spec, it) for it in items]
+    scored, entities = _scored_rows(rng, spec, items, start, end)
+    for table, rows, columns in (("items", texts, ITEM_COLUMNS), ("scored", scored, SCORED_COLUMNS),
+                                 ("entities", entities, ENTITY_COLUMNS)):
+        duplicates = [_redelivered(rng, row) for row in rows if rng.random() < spec.duplicate_share]
+        store.insert(table, rows, columns)
+        store.insert(table, duplicates, columns)
+        if table == "scored":
+            summary.scored_rows, summary.duplicate_rows = len(rows), len(duplicates)
+    summary.entity_rows = len(entities)
 
     dead = _dead_letters(rng, spec, items)
     store.insert("dead_letters", dead, DEAD_LETTER_COLUMNS)
@@ -267,33 +394,40 @@ def _diurnal_time(rng: random.Random, start: dt.datetime, end: dt.datetime) -> d
 
 
 def _items(rng: random.Random, spec: SyntheticSpec, start: dt.datetime, end: dt.datetime) -> list[SyntheticItem]:
-    planned: list[tuple[dt.datetime, str, str, str]] = []  # published_at, topic, sentiment, surge event
+    planned: list[tuple[dt.datetime, str, str, str]] = []  # published_at, beat, sentiment, surge event
+    beats, volumes = list(BEATS), [b.volume for b in BEATS.values()]
     for _ in range(spec.items):
-        topic = rng.choice(TOPICS)
-        planned.append((_diurnal_time(rng, start, end), topic, _sentiment(rng, NEGATIVE_RATE[topic], spec), ""))
+        beat = rng.choices(beats, volumes)[0]
+        planned.append((_diurnal_time(rng, start, end), beat, _sentiment(rng, BEATS[beat].negative_rate, spec), ""))
     for k, surge in enumerate(spec.surges):
         s_start = utc(surge.start)
         for _ in range(surge.items):
             t = s_start + dt.timedelta(seconds=rng.random() * surge.duration.total_seconds())
             if start <= t < end:
-                planned.append((t, surge.topic, _sentiment(rng, surge.negative_share, spec), f"surge-{k}"))
+                planned.append((t, surge.beat, _sentiment(rng, surge.negative_share, spec), f"surge-{k}"))
     planned.sort(key=lambda p: p[0])
 
     weights = [s[3] for s in SOURCES]
     next_offset = [0] * spec.partitions
     items = []
-    for n, (published, topic, sentiment, surge_event) in enumerate(planned):
+    for n, (published, beat, sentiment, surge_event) in enumerate(planned):
         name, lang, host, _ = rng.choices(SOURCES, weights)[0]
-        polarity = "-" if sentiment == "negative" else "+"
+        polarity = {"negative": "-", "positive": "+"}.get(sentiment, "0")
         # The English and Chinese headlines and places are parallel lists: the same indices are the
         # same event in either language.
-        headlines, places = _HEADLINES[(topic, lang, polarity)], _PLACES[lang]
+        headlines = (_NEUTRAL_HEADLINES[lang] if polarity == "0" else _HEADLINES[(beat, lang, polarity)])
+        places = _PLACES[lang]
         headline, place = rng.choice(headlines), rng.choice(places)
-        title = headline.format(place=place, n=rng.randint(2, 9))
+        subject = _SUBJECTS[beat][lang == "zh"]
+        title = headline.format(place=place, n=rng.randint(2, 9), subject=subject)
         two_days = int((published - start) / dt.timedelta(days=2))
-        event = surge_event or (f"{topic}|{polarity}|{headlines.index(headline)}|{places.index(place)}|{two_days}")
-        text_polarity = polarity if sentiment != "neutral" else rng.choice("+-")
-        text = _TEXT[(lang, text_polarity)].format(title=title, source=name)
+        event = surge_event or f"{beat}|{polarity}|{headlines.index(headline)}|{places.index(place)}|{two_days}"
+        # The items of one event quote the same organisation; people are quoted anywhere.
+        org = _ORGS[lang][_stable_index(event, _NAME_WEIGHTS)]
+        person = rng.choices(_PEOPLE[lang], _NAME_WEIGHTS)[0]
+        text = _TEXT[(lang, polarity)].format(title=title, source=name, person=person, org=org)
+        info = BEATS[beat]
+        risk = info.risks[0] if surge_event else rng.choices(info.risks, [3] + [1] * (len(info.risks) - 1))[0]
         partition = rng.randrange(spec.partitions)
         offset = next_offset[partition]
         next_offset[partition] += 1
@@ -311,12 +445,39 @@ def _items(rng: random.Random, spec: SyntheticSpec, start: dt.datetime, end: dt.
                 ingested_at=published + dt.timedelta(seconds=rng.expovariate(1 / 180)),
                 partition=partition,
                 offset=offset,
-                topic=topic,
+                beat=beat,
+                risk=risk,
+                category=rng.choice(info.categories),
                 sentiment=sentiment,
+                entities=_entities(rng, f"{title}\n{text}", [(place, "LOC"), (person, "PER"), (org, "ORG")]),
                 event=event,
             )
         )
     return items
+
+
+def _stable_index(key: str, weights: Sequence[int]) -> int:
+    """A weighted index chosen by `key` alone (the same for every item of one event)."""
+    point = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest(), "big") % sum(weights)
+    for index, weight in enumerate(weights):
+        point -= weight
+        if point < 0:
+            return index
+    raise AssertionError("unreachable")
+
+
+def _entities(rng: random.Random, model_text: str, names: Sequence[tuple[str, str]]) -> tuple[SyntheticEntity, ...]:
+    """Every mention of `names` in `model_text`, in text order, as a tagger would find them (a place
+    in a headline is found twice: in the title and in the body that repeats it).  One mention in
+    twenty is missed."""
+    found = []
+    for name, kind in names:
+        at = model_text.find(name)
+        while at >= 0:
+            if rng.random() >= 0.05:
+                found.append(SyntheticEntity(name, kind, at, at + len(name), round(rng.uniform(0.7, 0.99), 4)))
+            at = model_text.find(name, at + len(name))
+    return tuple(sorted(found, key=lambda e: e.start))
 
 
 # -- stories ---------------------------------------------------------------------------------
@@ -417,39 +578,52 @@ def _probs(rng: random.Random, label: str, labels: Sequence[str]) -> tuple[float
     return top, probs
 
 
+def _item_row(spec: SyntheticSpec, it: SyntheticItem) -> list[Any]:
+    """The item's `items` row (its text once), stored when it was first scored."""
+    return [it.id, it.source, it.url, it.title, it.text, it.lang, it.published_at, it.ingested_at, spec.kafka_topic,
+            it.partition, it.offset, it.ingested_at + dt.timedelta(seconds=0.2)]
+
+
 def _scored_rows(rng: random.Random, spec: SyntheticSpec, items: list[SyntheticItem],
-                 start: dt.datetime, end: dt.datetime) -> list[list[Any]]:
-    sentiment_labels = ["negative", "positive"] + (["neutral"] if spec.neutral_share > 0 else [])
+                 start: dt.datetime, end: dt.datetime) -> tuple[list[list[Any]], list[list[Any]]]:
+    """The `scored` rows (every head of every package) and the `entities` rows of `items`."""
     replay_until = start + (end - start) * spec.replayed_share if spec.previous_sentiment_version else start
-    # The replay ran right after the new model was deployed (at replay_until).
+    # The replay ran right after the new package was deployed (at replay_until).
     replay_at = replay_until + dt.timedelta(minutes=10)
     rows: list[list[Any]] = []
+    entity_rows: list[list[Any]] = []
 
     def row(it: SyntheticItem, task: str, model: str, version: str, label: str, labels: Sequence[str],
             scored_at: dt.datetime) -> list[Any]:
         score, probs = _probs(rng, label, labels)
         truncated = rng.random() < 0.02
-        return [it.id, it.source, it.url, it.title, it.text, it.lang, it.published_at, it.ingested_at,
-                spec.kafka_topic, it.partition, it.offset, task, model, version, label, score, probs,
-                truncated, scored_at]
+        return [it.id, it.source, it.lang, it.published_at, it.ingested_at, spec.kafka_topic, it.partition,
+                it.offset, task, model, version, label, score, probs, truncated, scored_at]
 
     for it in items:
         live = it.ingested_at + dt.timedelta(seconds=rng.uniform(0.2, 4.0))
         if it.published_at < replay_until and spec.previous_sentiment_version:
-            rows.append(row(it, "sentiment", "sentiment-minilm", spec.previous_sentiment_version,
-                            it.sentiment, sentiment_labels, live))
+            # The old model knew no neutral: it called a neutral item one way or the other.
+            old = it.sentiment if it.sentiment != "neutral" else rng.choice(("negative", "positive"))
+            rows.append(row(it, "sentiment", "sentiment-minilm", spec.previous_sentiment_version, old,
+                            ("negative", "positive"), live))
             new_at = max(replay_at + dt.timedelta(seconds=rng.uniform(0, 120)), live)
         else:
             new_at = live
-        rows.append(row(it, "sentiment", "sentiment-minilm", spec.sentiment_version, it.sentiment,
-                        sentiment_labels, new_at))
-        topic_at = live if it.published_at >= replay_until else new_at
-        rows.append(row(it, "topic", "topic-minilm", spec.topic_version, it.topic, TOPICS, topic_at))
-    return rows
+        rows.append(row(it, "sentiment", "news-analysis", spec.sentiment_version, it.sentiment, SENTIMENT_LABELS,
+                        new_at))
+        rows.append(row(it, "category", "news-analysis", spec.category_version, it.category, CATEGORIES, new_at))
+        rows.append(row(it, "risk", "risk-minilm", spec.risk_version, it.risk, RISKS, live))
+        ents = it.entities
+        entity_rows.append([it.id, spec.entities_version, it.source, it.lang, it.published_at, it.sentiment,
+                            [e.text for e in ents], [e.normalized for e in ents], [e.type for e in ents],
+                            [e.start for e in ents], [e.end for e in ents], [e.score for e in ents], new_at])
+    return rows, entity_rows
 
 
 def _redelivered(rng: random.Random, row: list[Any]) -> list[Any]:
-    """The same (id, model version) scored again after a consumer restart: later scored_at."""
+    """The same row written again after a consumer restart: a later version column (the last:
+    scored_at, stored_at)."""
     again = list(row)
     again[-1] = row[-1] + dt.timedelta(seconds=rng.uniform(5, 90))
     return again
@@ -523,71 +697,127 @@ def _alerts(spec: SyntheticSpec, items: list[SyntheticItem]) -> list[list[Any]]:
     for surge in spec.surges:
         w_start = utc(surge.start)
         w_end = w_start + surge.duration
-        inside = [it for it in items if it.topic == surge.topic and w_start <= it.published_at < w_end]
+        # As the rule counts: the non-neutral items of the surge's risk topic in the window.
+        inside = [it for it in items if it.risk == surge.risk and w_start <= it.published_at < w_end
+                  and it.sentiment != "neutral"]
         if not inside:
             continue
         share = sum(it.sentiment == "negative" for it in inside) / len(inside)
-        scope = f"topic={surge.topic}"
+        scope = f"risk={surge.risk}"
         rows.append([f"negative_surge|{scope}|{w_end:%Y%m%dT%H%M}", "negative_surge", "negative_share", "warning",
                      scope, w_start, w_end, share, 0.5, len(inside), [it.id for it in inside[:5]],
-                     f"negative share {share:.0%} over {len(inside)} items on {surge.topic}",
+                     f"negative share {share:.0%} over {len(inside)} non-neutral items on {surge.risk}",
                      w_end + dt.timedelta(minutes=1)])
     return rows
 
 
 # -- bulk ------------------------------------------------------------------------------------
 def write_bulk_scored(store: Store, spec: SyntheticSpec) -> int:
-    """`spec.items` items' scored rows generated inside the engine (INSERT ... SELECT FROM numbers()).
-
-    Millions of rows in seconds, for timing the panels: the same layout as `write_synthetic` (hashed
-    ids, both tasks, the previous sentiment model on the replayed share, `duplicate_share`
-    re-deliveries with a later scored_at), with plain generated titles.  Returns the rows written.
-    """
+    """`spec.items` items generated inside the engine (INSERT ... SELECT FROM numbers()), for timing
+    the panels: millions of rows in seconds.  The same layout as `write_synthetic`: hashed ids, one
+    `items` row each (plain generated titles naming a place, a person and an organisation), the
+    sentiment (with `neutral_share` neutral), category and risk heads, the previous sentiment model
+    on the replayed share, an `entities` row each (the three names, with their offsets), and
+    `duplicate_share` re-deliveries of every table with a later version.  Returns the scored rows
+    written."""
     start, end = utc(spec.start), utc(spec.end)
     if end <= start:
         raise ValueError("synthetic range is empty: end must be after start")
     span_ms = int((end - start).total_seconds() * 1000)
     replay_ms = int(span_ms * spec.replayed_share) if spec.previous_sentiment_version else 0
-    names = [s[0] for s in SOURCES]
-    langs = [s[1] for s in SOURCES]
-    negative = sum(NEGATIVE_RATE.values()) / len(NEGATIVE_RATE)
-    before = store.scalar(f"SELECT count() FROM {store.database}.scored")
+    beats = list(BEATS.values())
+    names: dict[str, Any] = {}
+    for lang in ("en", "zh"):
+        for key, pool in (("places", _PLACES[lang]), ("people", _PEOPLE[lang]), ("orgs", _ORGS[lang])):
+            names[f"{key}_{lang}"] = list(pool)
+            names[f"{key}_{lang}_n"] = [normalize_entity(name) for name in pool]
     params = {
+        **names,
         "n": spec.items, "seed": spec.seed, "start": int(start.timestamp() * 1000), "span": span_ms,
-        "replay": replay_ms, "sources": names, "langs": langs, "topics": list(TOPICS),
-        "negative": int(negative * 1000), "dup": int(spec.duplicate_share * 1000),
-        "v_new": spec.sentiment_version, "v_old": spec.previous_sentiment_version or "", "v_topic": spec.topic_version,
+        "replay": replay_ms, "sources": [s[0] for s in SOURCES], "langs": [s[1] for s in SOURCES],
+        "beats": list(BEATS), "categories": [list(b.categories) for b in beats],
+        "risks": [list(b.risks) for b in beats],
+        "negative": [int(b.negative_rate * 1000) for b in beats], "neutral": int(spec.neutral_share * 1000),
+        "dup": int(spec.duplicate_share * 1000), "v_new": spec.sentiment_version,
+        "v_old": spec.previous_sentiment_version or "", "v_risk": spec.risk_version,
     }
+    before = store.scalar(f"SELECT count() FROM {store.database}.scored")
     # Re-deliveries go in a second insert: one insert block is collapsed on the way in.
     for copy in (0, 1):
-        store.command(_BULK_SQL.format(db=store.database, columns=", ".join(SCORED_COLUMNS)), {**params, "copy": copy})
+        for table, columns, select in (("items", ITEM_COLUMNS, _BULK_ITEMS), ("scored", SCORED_COLUMNS, _BULK_SCORED),
+                                       ("entities", ENTITY_COLUMNS, _BULK_ENTITIES)):
+            sql = f"INSERT INTO {store.database}.{table} ({', '.join(columns)}) {select}"
+            store.command(sql.replace("__BASE__", f"({_BULK_BASE})"), {**params, "copy": copy})
     return int(store.scalar(f"SELECT count() FROM {store.database}.scored")) - int(before)
 
 
-_BULK_SQL = """
-        INSERT INTO {db}.scored ({columns})
-        SELECT id, source, concat('https://bulk.example/', id), title, concat(title, '. ', source), lang,
-               published_at, published_at + toIntervalSecond(3), 'news', toUInt32(number % 6), number,
-               job.1, concat(job.1, '-bulk'), job.2, job.3, score, map(job.3, score), false,
-               published_at + toIntervalMillisecond(4000 + copy * 60000 + if(job.2 = {{v_new:String}}
-                   AND offset_ms < {{replay:UInt64}}, {{replay:UInt64}} - offset_ms + 600000, 0))
-        FROM (
-            SELECT number, lower(hex(cityHash64(number, {{seed:UInt64}}))) AS id,
-                   cityHash64(number, {{seed:UInt64}}, 1) % {{span:UInt64}} AS offset_ms,
-                   fromUnixTimestamp64Milli(toInt64({{start:Int64}} + offset_ms), 'UTC') AS published_at,
-                   cityHash64(number, {{seed:UInt64}}, 2) % length({{sources:Array(String)}}) + 1 AS s,
-                   {{sources:Array(String)}}[s] AS source, {{langs:Array(String)}}[s] AS lang,
-                   {{topics:Array(String)}}[
-                       cityHash64(number, {{seed:UInt64}}, 3) % length({{topics:Array(String)}}) + 1] AS topic,
-                   if(cityHash64(number, {{seed:UInt64}}, 4) % 1000 < {{negative:UInt32}}, 'negative', 'positive')
-                       AS sentiment,
-                   concat('Bulk headline ', toString(number % 9973), ' on ', topic) AS title,
-                   toFloat32(0.62 + (cityHash64(number, {{seed:UInt64}}, 6) % 370) / 1000) AS score,
-                   {{copy:UInt8}} AS copy,
-                   arrayJoin(arrayConcat(
-                       [('sentiment', {{v_new:String}}, sentiment), ('topic', {{v_topic:String}}, topic)],
-                       if({{v_old:String}} != '' AND offset_ms < {{replay:UInt64}},
-                          [('sentiment', {{v_old:String}}, sentiment)], []))) AS job
-            FROM numbers({{n:UInt64}})
-            WHERE copy = 0 OR cityHash64(number, {{seed:UInt64}}, 5) % 1000 < {{dup:UInt32}}
-        )"""
+def _pick(pool: str, h: int) -> str:
+    """A name from the item's language's `pool`, the first ones likelier (the lesser of two draws)."""
+    names = f"if(lang = 'zh', {{{pool}_zh:Array(String)}}, {{{pool}_en:Array(String)}})"
+    draw = f"least(cityHash64(number, {{seed:UInt64}}, {h}), cityHash64(number, {{seed:UInt64}}, {h + 1}))"
+    return f"{names}[{draw} % length({names}) + 1]"
+
+
+# One row per generated item (and a second for the re-delivered ones, `copy` = 1).
+_BULK_BASE = f"""
+    SELECT number, lower(hex(cityHash64(number, {{seed:UInt64}}))) AS id,
+           cityHash64(number, {{seed:UInt64}}, 1) % {{span:UInt64}} AS offset_ms,
+           fromUnixTimestamp64Milli(toInt64({{start:Int64}} + offset_ms), 'UTC') AS published_at,
+           cityHash64(number, {{seed:UInt64}}, 2) % length({{sources:Array(String)}}) + 1 AS s,
+           {{sources:Array(String)}}[s] AS source, {{langs:Array(String)}}[s] AS lang,
+           cityHash64(number, {{seed:UInt64}}, 3) % length({{beats:Array(String)}}) + 1 AS b,
+           {{categories:Array(Array(String))}}[b] AS cats, {{risks:Array(Array(String))}}[b] AS rks,
+           cats[cityHash64(number, {{seed:UInt64}}, 7) % length(cats) + 1] AS category,
+           rks[cityHash64(number, {{seed:UInt64}}, 8) % length(rks) + 1] AS risk,
+           cityHash64(number, {{seed:UInt64}}, 4) % 1000 AS h,
+           multiIf(h < {{neutral:UInt32}}, 'neutral',
+                   h < {{neutral:UInt32}} + (1000 - {{neutral:UInt32}}) * {{negative:Array(UInt32)}}[b] / 1000,
+                   'negative', 'positive') AS sentiment,
+           {_pick('places', 10)} AS place, {_pick('people', 12)} AS person, {_pick('orgs', 14)} AS org,
+           indexOf(if(lang = 'zh', {{places_zh:Array(String)}}, {{places_en:Array(String)}}), place) AS pi,
+           indexOf(if(lang = 'zh', {{people_zh:Array(String)}}, {{people_en:Array(String)}}), person) AS ei,
+           indexOf(if(lang = 'zh', {{orgs_zh:Array(String)}}, {{orgs_en:Array(String)}}), org) AS oi,
+           concat('Bulk headline ', toString(number % 9973), ' on ', {{beats:Array(String)}}[b], ' in ', place)
+               AS title,
+           concat(title, '. ', person, ' of ', org, ' spoke to ', source, '.') AS text,
+           toFloat32(0.62 + (cityHash64(number, {{seed:UInt64}}, 6) % 370) / 1000) AS score,
+           published_at + toIntervalSecond(3) AS ingested_at, toUInt32(number % 6) AS partition,
+           published_at + toIntervalMillisecond(4000 + {{copy:UInt8}} * 60000) AS live_at,
+           -- the multi-head package replayed the early part ten minutes after the replayed span
+           live_at + toIntervalMillisecond(if(offset_ms < {{replay:UInt64}},
+                                              {{replay:UInt64}} - offset_ms + 600000, 0)) AS new_at
+    FROM numbers({{n:UInt64}})
+    WHERE {{copy:UInt8}} = 0 OR cityHash64(number, {{seed:UInt64}}, 5) % 1000 < {{dup:UInt32}}"""
+
+_BULK_ITEMS = """
+    SELECT id, source, concat('https://bulk.example/', id), title, text, lang, published_at, ingested_at, 'news',
+           partition, number, live_at
+    FROM __BASE__"""
+
+_BULK_SCORED = """
+    SELECT id, source, lang, published_at, ingested_at, 'news', partition, number, job.1, job.4, job.2, job.3,
+           score, map(job.3, score), false, job.5
+    FROM (
+        SELECT *, arrayJoin(arrayConcat(
+            [('sentiment', {v_new:String}, sentiment, 'news-analysis-bulk', new_at),
+             ('category', {v_new:String}, category, 'news-analysis-bulk', new_at),
+             ('risk', {v_risk:String}, risk, 'risk-bulk', live_at)],
+            -- the old two-label model called a neutral item one way or the other
+            if({v_old:String} != '' AND offset_ms < {replay:UInt64},
+               [('sentiment', {v_old:String}, if(sentiment = 'neutral', if(h % 2 = 0, 'negative', 'positive'),
+                                                 sentiment), 'sentiment-bulk', live_at)], []))) AS job
+        FROM __BASE__
+    )"""
+
+_BULK_ENTITIES = """
+    SELECT id, {v_new:String}, source, lang, published_at, sentiment, [place, person, org],
+           [if(lang = 'zh', {places_zh_n:Array(String)}, {places_en_n:Array(String)})[pi],
+            if(lang = 'zh', {people_zh_n:Array(String)}, {people_en_n:Array(String)})[ei],
+            if(lang = 'zh', {orgs_zh_n:Array(String)}, {orgs_en_n:Array(String)})[oi]],
+           ['LOC', 'PER', 'ORG'],
+           arrayMap(x -> toUInt32(x), [positionUTF8(title, place) - 1,
+                                       lengthUTF8(title) + positionUTF8(text, person),
+                                       lengthUTF8(title) + positionUTF8(text, org)]) AS starts,
+           [starts[1] + lengthUTF8(place), starts[2] + lengthUTF8(person), starts[3] + lengthUTF8(org)],
+           [score, score, score], new_at
+    FROM __BASE__"""

@@ -1,4 +1,6 @@
-"""The fine-tuned checkpoint an export starts from (torch + transformers: training extras only)."""
+"""The fine-tuned checkpoint an export starts from (torch + transformers: training extras only):
+a sequence classifier (one output, `logits`), or a multi-head checkpoint (`models.multihead`: one
+encoder, outputs `<head>_logits` per head and `embedding`)."""
 
 from __future__ import annotations
 
@@ -6,9 +8,13 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stream.core.errors import ModelError
+from stream.core.manifest import EMBEDDING, SEQUENCE
+
+if TYPE_CHECKING:
+    from models.multihead import HeadsConfig
 
 log = logging.getLogger(__name__)
 
@@ -16,21 +22,53 @@ REPORT = "training_report.json"
 _SENTIMENT_WORDS = {"negative", "neutral", "positive", "neg", "neu", "pos", "负面", "中性", "正面"}
 # Position tables of RoBERTa-style models start after the padding index.
 _OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert"}
+MULTIHEAD_TASK = "analysis"  # the task of a multi-head package: every head of one encoder pass
 
 
 @dataclass
 class Checkpoint:
     path: Path
-    model: Any  # a transformers PreTrainedModel in eval mode, eager attention (fusable)
+    # a transformers PreTrainedModel, or a models.multihead.MultiHeadModel, in eval mode with eager
+    # attention (fusable)
+    model: Any
     tokenizer: Any  # its fast tokenizer
-    labels: list[str]
+    labels: list[str]  # a classifier's; empty for a multi-head checkpoint (see `output_heads`)
     input_names: list[str]
     max_length: int
     report: dict[str, Any] = field(default_factory=dict)
+    heads: HeadsConfig | None = None  # a multi-head checkpoint's heads and calibration
+
+    @property
+    def encoder(self) -> Any:
+        """The transformers model whose embeddings and config an export works on."""
+        return self.model.encoder if self.heads is not None else self.model
 
     @property
     def config(self) -> Any:
-        return self.model.config
+        return self.encoder.config
+
+    def output_heads(self, task: str | None = None) -> dict[str, dict[str, Any]]:
+        """head -> its manifest entry (kind, labels, ONNX output; temperature and ECE where
+        calibrated; the embedding's dimension), in graph output order."""
+        if self.heads is None:
+            return {self.task(task): {"kind": SEQUENCE, "labels": list(self.labels), "output": "logits"}}
+        specs: dict[str, dict[str, Any]] = {}
+        for head in self.heads.heads:
+            spec: dict[str, Any] = {"kind": head.kind, "labels": list(head.labels), "output": f"{head.name}_logits"}
+            calibration = dict(self.heads.calibration.get(head.name) or {})
+            if "temperature" in calibration:
+                spec["temperature"] = float(calibration.pop("temperature"))
+                spec["ece"] = calibration.pop("ece", calibration)
+            specs[head.name] = spec
+        specs[EMBEDDING] = {"kind": EMBEDDING, "output": EMBEDDING, "dim": int(self.config.hidden_size)}
+        return specs
+
+    def forward(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The model on named input tensors: output name -> tensor, as the ONNX graph names them."""
+        if self.heads is None:
+            return {"logits": self.model(**inputs, return_dict=True).logits}
+        found = self.model(**inputs)
+        return {spec["output"]: found[head] for head, spec in self.output_heads().items()}
 
     @property
     def pad_token_id(self) -> int:
@@ -40,6 +78,8 @@ class Checkpoint:
     def task(self, override: str | None = None) -> str:
         if override:
             return override
+        if self.heads is not None:
+            return MULTIHEAD_TASK
         if self.report.get("task"):
             return str(self.report["task"])
         return "sentiment" if {x.lower() for x in self.labels} <= _SENTIMENT_WORDS else "classification"
@@ -54,9 +94,15 @@ class Checkpoint:
         return str(base) if base else None
 
     def test_metrics(self) -> dict[str, Any]:
-        """Scalar test-split metrics of the training report (accuracy, macro_f1, ...)."""
+        """Scalar test-split metrics of the training report (accuracy, macro_f1, ...); of a
+        multi-head checkpoint also each head's, under its name."""
         test = self.report.get("test_metrics") or self.report.get("test") or {}
-        return {k: v for k, v in test.items() if isinstance(v, int | float | str)} if isinstance(test, dict) else {}
+        if not isinstance(test, dict):
+            return {}
+        found = _scalars(test)
+        if self.heads is not None:
+            found |= {h.name: _scalars(test[h.name]) for h in self.heads.heads if isinstance(test.get(h.name), dict)}
+        return found
 
     def training_summary(self) -> dict[str, Any] | None:
         """The training report without host paths and per-epoch detail, for the manifest."""
@@ -77,9 +123,12 @@ def read_report(path: Path) -> dict[str, Any]:
 
 
 def load_checkpoint(path: Path, max_length: int | None = None) -> Checkpoint:
-    """Load a sequence classifier saved by `yuqing train` (or any HF checkpoint with id2label)."""
+    """Load a sequence classifier saved by `yuqing train` (or any HF checkpoint with id2label), or
+    a multi-head checkpoint (`models.multihead`)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
+
+    from models import multihead
 
     hf_logging.disable_progress_bar()  # the export shows its own
 
@@ -91,12 +140,17 @@ def load_checkpoint(path: Path, max_length: int | None = None) -> Checkpoint:
         config = AutoConfig.from_pretrained(path)
     except Exception as exc:
         raise ModelError(f"cannot read {path / 'config.json'}: {exc}") from None
-    labels = _labels(config, path)
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(path, attn_implementation="eager")
-    except Exception as exc:
-        raise ModelError(f"cannot load the weights in {path}: {str(exc).strip()[:400]}",
-                         hint="the checkpoint is incomplete or corrupt; re-run `yuqing train`") from None
+    heads = None
+    if multihead.is_multihead(path):
+        model = multihead.load(path, attn_implementation="eager")
+        heads, labels = model.config, []
+    else:
+        labels = _labels(config, path)
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(path, attn_implementation="eager")
+        except Exception as exc:
+            raise ModelError(f"cannot load the weights in {path}: {str(exc).strip()[:400]}",
+                             hint="the checkpoint is incomplete or corrupt; re-run `yuqing train`") from None
     model.eval()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -113,7 +167,11 @@ def load_checkpoint(path: Path, max_length: int | None = None) -> Checkpoint:
         raise ModelError(f"--max-length {wanted} is outside 8..{limit} for {path.name}")
     names: list[str] = [n for n in ("input_ids", "attention_mask", "token_type_ids")
                         if n in tokenizer.model_input_names]
-    return Checkpoint(path, model, tokenizer, labels, names, wanted, report)
+    return Checkpoint(path, model, tokenizer, labels, names, wanted, report, heads)
+
+
+def _scalars(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if isinstance(v, int | float | str)}
 
 
 def _without_keys(value: Any, drop: set[str]) -> Any:

@@ -63,7 +63,7 @@ def export_command(model_dir: Path, out: Path, int8: bool, fp16: bool, opset: in
         trim_languages=tuple(x.strip() for x in trim_languages.split(",") if x.strip()), trim_margin=trim_margin,
     ))
     graph = manifest.data["export"]["graph"]
-    click.echo(f"{manifest.version}  {manifest.task}  labels={','.join(manifest.labels)}  -> {out}")
+    click.echo(f"{manifest.version}  {manifest.task}  {_labels(manifest)}  -> {out}")
     click.echo(f"graph: {'fused ' + ','.join(graph.get('fused_ops', {})) if graph['optimized'] else 'plain'}"
                + (f" ({graph['reason']})" if graph.get("reason") else ""))
     click.echo(f"parity on {manifest.data['export']['check_data']['n']} texts "
@@ -98,10 +98,12 @@ def models_list_command(directory: Path, as_json: bool) -> None:
             continue
         variants = " ".join(f"{v}{'' if manifest.parity_status(v) != UNCHECKED else '(unchecked)'}"
                             for v in manifest.variants)
-        rows.append([manifest.version, manifest.task, ",".join(manifest.labels),
+        rows.append([manifest.version, manifest.task, _labels(manifest),
                      _metrics(manifest.test_metrics()), variants])
         data.append({"path": str(path), "version": manifest.version, "task": manifest.task,
-                     "labels": manifest.labels, "test_metrics": manifest.test_metrics(),
+                     **({"labels": manifest.labels} if "heads" not in manifest.data else {}),
+                     "heads": {h: spec.get("labels", spec.get("dim")) for h, spec in manifest.heads.items()},
+                     "test_metrics": manifest.test_metrics(),
                      "variants": {v: manifest.parity_status(v) for v in manifest.variants}})
     if as_json:
         from stream.core.cli import echo_json
@@ -141,16 +143,34 @@ def _parity_row(manifest: Manifest, variant: str) -> list[str]:
 
     quantization = manifest.variants[variant].get("quantization")
     note = f"scheme {quantization['scheme']}" if quantization else p.get("reason", "")
-    return [variant, p.get("status", "?"), fmt("max_abs_diff", "{:.2e}"), fmt("label_agreement", "{:.2%}"),
-            fmt("accuracy", "{:.2%}"), str(p.get("provider") or "-").removesuffix("ExecutionProvider"),
-            f"{size:.1f}", note]
+    heads = p.get("heads") or {}
+    worst_diff = max((h["max_abs_diff"] for h in heads.values()), default=None)
+    return [variant, p.get("status", "?"),
+            fmt("max_abs_diff", "{:.2e}") if not heads else f"{worst_diff:.2e}",
+            fmt("label_agreement", "{:.2%}"),
+            _accuracy({h: r.get("accuracy") for h, r in heads.items()} if heads else p.get("accuracy")),
+            str(p.get("provider") or "-").removesuffix("ExecutionProvider"), f"{size:.1f}", note]
+
+
+def _labels(manifest: Manifest) -> str:
+    """A classifier's labels; a multi-head package's heads with their label counts (the embedding: its size)."""
+    if "heads" not in manifest.data:
+        return "labels=" + ",".join(manifest.labels)
+    return "heads=" + ",".join(f"{h}:{len(spec['labels']) if 'labels' in spec else spec.get('dim')}"
+                               for h, spec in manifest.heads.items())
+
+
+def _accuracy(accuracy: Any) -> str:
+    """One accuracy, or those of the heads the check data labels."""
+    if isinstance(accuracy, dict):
+        return " ".join(f"{h}={a:.2%}" for h, a in accuracy.items() if a is not None) or "-"
+    return "-" if accuracy is None else f"{accuracy:.2%}"
 
 
 def _attempt_row(attempt: dict[str, Any]) -> list[str]:
     speed = attempt.get("speed_b32") or {}
-    accuracy = attempt.get("accuracy")
     return [attempt["scheme"], attempt["status"], f"{attempt['label_agreement']:.2%}",
-            "-" if accuracy is None else f"{accuracy:.2%}", str(attempt.get("fp32_nodes", "-")),
+            _accuracy(attempt.get("accuracy")), str(attempt.get("fp32_nodes", "-")),
             str(attempt.get("size_mb", "-")), str(speed.get("items_per_cpu_s", "-")),
             str(attempt.get("vs_fp32_per_cpu_s", "-"))]
 

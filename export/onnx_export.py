@@ -12,6 +12,7 @@ from typing import Any
 
 from export.checkpoint import Checkpoint
 from stream.core.errors import ModelError
+from stream.core.manifest import TOKEN
 
 log = logging.getLogger(__name__)
 
@@ -20,35 +21,42 @@ _AXES = {0: "batch", 1: "sequence"}
 
 
 def export_fp32(ckpt: Checkpoint, out: Path, opset: int = DEFAULT_OPSET) -> None:
-    """torch.onnx.export (TorchScript exporter) with dynamic batch and sequence axes."""
+    """torch.onnx.export (TorchScript exporter) with dynamic batch and sequence axes, every output
+    of the checkpoint (`logits`; or `<head>_logits` per head and `embedding`)."""
     import torch
 
     names = ckpt.input_names
     sample = ckpt.tokenizer(["a short text", "and a somewhat longer text to pad"], padding=True,
                             return_tensors="pt")
     args = tuple(sample[name] for name in names)
+    heads = ckpt.output_heads()
+    outputs = [spec["output"] for spec in heads.values()]
+    # a token head's logits have a sequence axis too
+    output_axes = {spec["output"]: _AXES if spec["kind"] == TOKEN else {0: "batch"} for spec in heads.values()}
 
-    class _Logits(torch.nn.Module):
-        """Positional inputs in `names` order, logits out (no ModelOutput dict in the graph)."""
+    class _Outputs(torch.nn.Module):
+        """Positional inputs in `names` order, a tuple of `outputs` out (no dict in the graph)."""
 
-        def __init__(self, model: Any) -> None:
+        def __init__(self, ckpt: Checkpoint) -> None:
             super().__init__()
-            self.model = model
+            self.model = ckpt.model
+            self.ckpt = ckpt
 
         def forward(self, *inputs: Any) -> Any:
-            return self.model(**dict(zip(names, inputs, strict=True)), return_dict=True).logits
+            found = self.ckpt.forward(dict(zip(names, inputs, strict=True)))
+            return tuple(found[name] for name in outputs)
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about python control flow on shapes
             torch.onnx.export(
-                _Logits(ckpt.model).eval(),
+                _Outputs(ckpt).eval(),
                 args,
                 str(out),
                 dynamo=False,
                 input_names=names,
-                output_names=["logits"],
-                dynamic_axes={**{n: _AXES for n in names}, "logits": {0: "batch"}},
+                output_names=outputs,
+                dynamic_axes={**{n: _AXES for n in names}, **output_axes},
                 opset_version=opset,
                 do_constant_folding=True,
             )
@@ -77,7 +85,7 @@ def optimize_graph(src: Path, dst: Path, ckpt: Checkpoint) -> dict[str, int]:
 
 
 def convert_fp16(src: Path, dst: Path) -> None:
-    """fp16 weights and compute (for GPU); inputs and logits stay int64/fp32."""
+    """fp16 weights and compute (for GPU); inputs and outputs stay int64/fp32."""
     import onnx
     from onnxruntime.transformers.onnx_model import OnnxModel
 

@@ -6,6 +6,7 @@ place only after every variant passed the parity gate, so a reader never sees ha
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -27,6 +28,8 @@ from stream.core.errors import ModelError, ParityError
 from stream.core.manifest import (
     FORMAT_VERSION,
     MANIFEST,
+    MULTIHEAD_FORMAT,
+    SEQUENCE,
     TOKENIZER,
     VARIANT_FILES,
     Manifest,
@@ -86,7 +89,7 @@ def build_package(opts: ExportOptions) -> Manifest:
         encoded = encode(load_tokenizer(tmp / TOKENIZER, ckpt.max_length), checks.texts)
 
         step("torch reference")
-        ref = parity.Reference(encoded, parity.torch_logits(ckpt, encoded), checks.gold_indices(ckpt.labels))
+        ref = parity.reference(ckpt, encoded, checks, opts.task)
         tok_agreement = parity.tokenizer_agreement(ckpt, encoded, checks.texts)
         if tok_agreement < 1.0:
             raise ParityError(f"the package tokenizer encodes {1 - tok_agreement:.1%} of the check texts "
@@ -109,7 +112,7 @@ def build_package(opts: ExportOptions) -> Manifest:
         if "fp32" not in variants:
             variants["fp32"] = parity.check_variant("fp32", fp32, ref, ckpt.pad_token_id)
         _gate("fp32", variants["fp32"], graph)
-        fp32_accuracy = variants["fp32"]["accuracy"]
+        fp32_accuracy = parity.accuracies(variants["fp32"])
 
         int8_search: list[dict[str, Any]] = []
         if opts.int8:
@@ -147,18 +150,18 @@ _PLAIN = "plain.onnx"
 
 
 def _int8(opts: ExportOptions, ckpt: Checkpoint, checks: CheckSet, tmp: Path, ref: parity.Reference,
-          fp32_accuracy: float | None, searches: list[dict[str, Any]]) -> dict[str, Any]:
+          fp32_accuracy: parity.Accuracy, searches: list[dict[str, Any]]) -> dict[str, Any]:
     """Every family's first scheme that holds the gate (the family with every node int8, else the
     sensitivity search's steps in turn); the fastest of those at batch 32 ships.  Returns its gate
     result with every attempt, or the last failed one."""
     pad = ckpt.pad_token_id
     fp32, plain = tmp / VARIANT_FILES["fp32"], tmp / _PLAIN
-    calibration = _texts(ckpt.report.get("data") or opts.check_data, "train", opts.calibration_limit, checks)
+    calibration = _texts(_training_data(ckpt) or opts.check_data, "train", opts.calibration_limit, checks)
     selection = _selection(opts, ckpt, checks, ref)
     calibration_encoded = encode(load_tokenizer(tmp / TOKENIZER, ckpt.max_length), calibration.texts)
     families = quantize.FAMILIES if opts.int8_scheme == "auto" else (opts.int8_scheme,)
     # The search judges accuracy against torch's on the selection texts, not fp32's on the check texts.
-    selection_accuracy = parity.compare(selection, selection.logits)["accuracy"]
+    selection_accuracy = parity.accuracies(parity.compare(selection, selection.outputs))
     fp32_speed = quantize.items_per_cpu_second(fp32, ref.encoded, pad)
     attempts: list[dict[str, Any]] = []
     passed: list[tuple[dict[str, Any], Path]] = []
@@ -179,7 +182,7 @@ def _int8(opts: ExportOptions, ckpt: Checkpoint, checks: CheckSet, tmp: Path, re
                 settings = _build("int8", builder.build, scheme, path)
                 result = parity.check_variant("int8", path, ref, pad, fp32_accuracy) | {"quantization": settings}
                 attempt = {"scheme": scheme.name, "status": result["status"], "reason": result.get("reason"),
-                           "label_agreement": result["label_agreement"], "accuracy": result["accuracy"],
+                           "label_agreement": result["label_agreement"], "accuracy": parity.accuracies(result),
                            "fp32_nodes": settings["fp32_nodes"], "size_mb": round(path.stat().st_size / 1e6, 1)}
                 attempts.append(attempt)
                 if result["status"] == parity.PASSED:
@@ -199,6 +202,12 @@ def _int8(opts: ExportOptions, ckpt: Checkpoint, checks: CheckSet, tmp: Path, re
     return result | {"attempts": attempts, "fp32_speed_b32": fp32_speed}
 
 
+def _training_data(ckpt: Checkpoint) -> str | None:
+    """The dataset spec the training report names, if it names one."""
+    data = ckpt.report.get("data") or ckpt.report.get("dataset")
+    return data if isinstance(data, str) and data else None
+
+
 def _texts(spec: str | None, split: str, limit: int, fallback: CheckSet) -> CheckSet:
     """A split of a dataset spec, else the check texts."""
     found = load_split(spec, split, limit) if spec else None
@@ -210,8 +219,7 @@ def _selection(opts: ExportOptions, ckpt: Checkpoint, checks: CheckSet, ref: par
     texts = _texts(opts.check_data, "validation", opts.check_limit, checks)
     if texts is checks:
         return ref
-    encoded = encode(ref_tokenizer(ckpt), texts.texts)
-    return parity.Reference(encoded, parity.torch_logits(ckpt, encoded), texts.gold_indices(ckpt.labels))
+    return parity.reference(ckpt, encode(ref_tokenizer(ckpt), texts.texts), texts, opts.task)
 
 
 def ref_tokenizer(ckpt: Checkpoint) -> Any:
@@ -228,7 +236,7 @@ def _trim(opts: ExportOptions, ckpt: Checkpoint, checks: CheckSet) -> tuple[Chec
     """The checkpoint with a trimmed vocabulary; fails the export if it changes the model's labels."""
     from models.datasets import load_dataset
 
-    spec = ckpt.report.get("data") if opts.trim_vocab == "auto" else opts.trim_vocab
+    spec = _training_data(ckpt) if opts.trim_vocab == "auto" else opts.trim_vocab
     if not spec:
         raise ModelError("--trim-vocab auto: the training report names no training data",
                          hint="pass the corpora to count, e.g. --trim-vocab builtin:NAME")
@@ -238,12 +246,13 @@ def _trim(opts: ExportOptions, ckpt: Checkpoint, checks: CheckSet) -> tuple[Chec
     counts = trim.piece_counts(full, corpus, ckpt.max_length * CHARS_PER_TOKEN)
     chosen = trim.choose_pieces(json.loads(full.to_str()), counts, opts.trim_languages, opts.trim_margin)
     full.enable_truncation(ckpt.max_length)
-    before = encode(full, checks.texts)
-    logits_before = parity.torch_logits(ckpt, before)
+    before = parity.reference(ckpt, encode(full, checks.texts), None, opts.task)
     trimmed = trim.trim_checkpoint(ckpt, chosen)
     tokens = trim.compare_tokenizers(full, ref_tokenizer(trimmed), chosen, checks.texts)
     after = encode(ref_tokenizer(trimmed), checks.texts)
-    labels = parity.compare(parity.Reference(before, logits_before, None), parity.torch_logits(trimmed, after))
+    # Per-text heads only: where the trimmed tokenizer splits a text differently its tokens do not line up.
+    per_text = dataclasses.replace(before, heads={h: s for h, s in before.heads.items() if s["kind"] == SEQUENCE})
+    labels = parity.compare(per_text, parity.torch_outputs(trimmed, after))
     if labels["label_agreement"] < parity.MIN_AGREEMENT:
         raise ParityError(f"the trimmed vocabulary changes {1 - labels['label_agreement']:.1%} of the labels",
                           hint="count more corpora (--trim-vocab) or raise --trim-margin")
@@ -302,15 +311,25 @@ def _manifest(opts: ExportOptions, ckpt: Checkpoint, tmp: Path, variants: dict[s
     name = ckpt.name(opts.name)
     report = ckpt.report
     files = [TOKENIZER, *(VARIANT_FILES[v] for v in variants)]
+    heads = ckpt.output_heads(opts.task)
+    layout: dict[str, Any]
+    named_labels: list[str] | dict[str, list[str]]
+    if ckpt.heads is None:
+        fmt, layout, named_labels = FORMAT_VERSION, {"labels": ckpt.labels, "output": "logits"}, ckpt.labels
+        labelled: Any = checks.gold_indices(ckpt.labels) is not None
+    else:
+        fmt, layout = MULTIHEAD_FORMAT, {"heads": heads}
+        named_labels = {h: spec.get("labels", []) for h, spec in heads.items()}
+        labelled = [h for h, spec in heads.items()
+                    if spec["kind"] == SEQUENCE and checks.gold_indices(spec["labels"]) is not None]
     return {
-        "format": FORMAT_VERSION,
+        "format": fmt,
         "name": name,
         "task": ckpt.task(opts.task),
-        "version": content_version(name, tmp / VARIANT_FILES["fp32"], ckpt.labels, tmp / TOKENIZER),
-        "labels": ckpt.labels,
+        "version": content_version(name, tmp / VARIANT_FILES["fp32"], named_labels, tmp / TOKENIZER),
+        **layout,
         "max_length": ckpt.max_length,
         "inputs": ckpt.input_names,
-        "output": "logits",
         "pad_token_id": ckpt.pad_token_id,
         "base_model": ckpt.base_model(),
         "architecture": getattr(ckpt.config, "model_type", None),
@@ -326,7 +345,7 @@ def _manifest(opts: ExportOptions, ckpt: Checkpoint, tmp: Path, variants: dict[s
             "fp16": {"keep_io_types": True} if opts.fp16 else False,
             "graph": graph,
             "check_data": {"source": checks.source, "n": len(checks.texts),
-                           "labelled": checks.gold_indices(ckpt.labels) is not None},
+                           "labelled": labelled},
             "tokenizer_agreement": tok_agreement,
             "thresholds": parity.THRESHOLDS,
             "torch": torch.__version__,

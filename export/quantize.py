@@ -15,7 +15,9 @@ every layer: query, key, ..., FFN output; Attention; the embedding) and by layer
 quantized alone and ranked by its mean logit error on the selection texts (the validation split);
 the most sensitive groups then go back to fp32 one after another until the rest, quantized
 together, holds the gate on the selection texts.  Every such step is a candidate for the parity
-gate proper, which runs on the held-out test split.
+gate proper, which runs on the held-out test split.  On a multi-head graph every judgement is by
+every head (a scheme holds only if each head does) and the ranking is by the worst head's mean
+logit error.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import numpy as np
 
 from export import parity
 from stream.core.errors import ModelError
-from stream.core.scorer import Encoded, create_session, feeds, plan_batches, run_logits
+from stream.core.scorer import Encoded, create_session, feeds, plan_batches, run_outputs
 
 log = logging.getLogger(__name__)
 
@@ -196,19 +198,22 @@ class Builder:
         return scheme.settings(sorted(exclude))
 
 
-def logit_error(ref: parity.Reference, logits: np.ndarray) -> dict[str, Any]:
-    """parity.compare plus the mean abs logit error, a finer ranking than label agreement."""
-    result = parity.compare(ref, logits)
-    result["mean_abs_diff"] = float(np.abs(logits - ref.logits).mean()) if len(logits) else 0.0
+def logit_error(ref: parity.Reference, outputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """parity.compare with the mean abs logit error, a finer ranking than label agreement (of a
+    multi-head graph: its worst head's, with every head's figures under `heads`)."""
+    result = parity.compare(ref, outputs)
+    if "heads" in result:
+        return result
     return {k: result[k] for k in ("label_agreement", "accuracy", "mean_abs_diff", "max_abs_diff")}
 
 
 def evaluate(model: Path, ref: parity.Reference, pad_id: int) -> dict[str, Any]:
     session, _ = create_session(model, "cpu", spin=False)
-    return logit_error(ref, run_logits(session, ref.encoded, pad_id))
+    return logit_error(ref, run_outputs(session, ref.encoded, pad_id, ref.names))
 
 
-def holds(result: dict[str, Any], fp32_accuracy: float | None) -> bool:
+def holds(result: dict[str, Any], fp32_accuracy: parity.Accuracy) -> bool:
+    """The scheme passes the int8 gate on every head."""
     return not parity.judge("int8", result, fp32_accuracy)
 
 
@@ -236,7 +241,7 @@ def probe(builder: Builder, family: str, selection: parity.Reference, pad_id: in
 
 
 def sensitive_schemes(builder: Builder, found: Search, selection: parity.Reference, pad_id: int,
-                      fp32_accuracy: float | None) -> Iterator[Scheme]:
+                      fp32_accuracy: parity.Accuracy) -> Iterator[Scheme]:
     """Rank the family's groups by the error each causes alone, then yield, after each further group
     put back into fp32 (most sensitive first), the schemes that hold the gate on the selection texts."""
     started = time.perf_counter()
@@ -264,11 +269,12 @@ def items_per_cpu_second(model: Path, encoded: Encoded, pad_id: int, batch_size:
     """Throughput at `batch_size`, input order, one sub-batch per batch, best of `passes`: wall
     items/s and items per CPU-second of this process (the fair figure on a shared host)."""
     session, _ = create_session(model, "cpu", spin=False)
-    run_logits(session, encoded, pad_id, bucketing=False, batch_size=batch_size, token_budget=1 << 30)
+    names = [o.name for o in session.get_outputs()]
+    run_outputs(session, encoded, pad_id, names, bucketing=False, batch_size=batch_size, token_budget=1 << 30)
     best: dict[str, float] = {}
     for _ in range(max(passes, 1)):
         wall, cpu = time.perf_counter(), time.process_time()
-        run_logits(session, encoded, pad_id, bucketing=False, batch_size=batch_size, token_budget=1 << 30)
+        run_outputs(session, encoded, pad_id, names, bucketing=False, batch_size=batch_size, token_budget=1 << 30)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         n = len(encoded.ids)
         if not best or n / max(cpu, 1e-9) > best["items_per_cpu_s"]:

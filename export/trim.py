@@ -129,11 +129,13 @@ def piece_counts(tokenizer: Any, texts: Sequence[str], max_chars: int | None = N
 
 
 def trim_checkpoint(ckpt: Checkpoint, trim: VocabTrim) -> Checkpoint:
-    """The checkpoint with its input embedding sliced to the kept rows and a trimmed tokenizer."""
+    """The checkpoint with its input embedding sliced to the kept rows and a trimmed tokenizer (of a
+    multi-head checkpoint: the encoder's embedding; the heads read hidden states and stay as they are)."""
     import torch
     from tokenizers import Tokenizer
 
-    embeddings = ckpt.model.get_input_embeddings()
+    encoder = ckpt.encoder
+    embeddings = encoder.get_input_embeddings()
     if max(trim.kept) >= embeddings.num_embeddings:
         raise ModelError(f"the tokenizer has ids up to {max(trim.kept)} but the embedding only "
                          f"{embeddings.num_embeddings} rows")
@@ -142,10 +144,10 @@ def trim_checkpoint(ckpt: Checkpoint, trim: VocabTrim) -> Checkpoint:
     sliced = torch.nn.Embedding(len(trim.kept), embeddings.embedding_dim, padding_idx=new_pad)
     with torch.no_grad():
         sliced.weight.copy_(embeddings.weight[torch.tensor(trim.kept)])
-    ckpt.model.set_input_embeddings(sliced)
-    ckpt.model.config.vocab_size = len(trim.kept)
+    encoder.set_input_embeddings(sliced)
+    encoder.config.vocab_size = len(trim.kept)
     if new_pad is not None:
-        ckpt.model.config.pad_token_id = new_pad
+        encoder.config.pad_token_id = new_pad
     hf = ckpt.tokenizer
     backend = Tokenizer.from_str(json.dumps(trim_tokenizer_json(json.loads(hf.backend_tokenizer.to_str()), trim)))
     tokenizer = type(hf)(tokenizer_object=backend, model_input_names=hf.model_input_names,

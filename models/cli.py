@@ -20,6 +20,7 @@ MODELS_SUBCOMMANDS = {
 }
 
 
+ANALYSIS = "analysis"  # the multi-head task: one encoder, a head per --head
 THREADS_HELP = "CPU threads [default: the usable CPUs not busy with other work]."
 
 # Help lines kept here so `yuqing models --help` imports none of the subcommands.
@@ -35,12 +36,34 @@ def models_group() -> None:
     """Base encoders and exported model packages."""
 
 
+TRAIN_TASKS = ("sentiment", "category", "risk", "topic", ANALYSIS)
+
+
+def _head_option(value: str) -> tuple[str, str]:
+    name, sep, spec = value.partition("=")
+    if not sep or not name.strip() or not spec.strip():
+        raise click.BadParameter(f"expected NAME=SPEC, got {value!r}", param_hint="--head")
+    return name.strip(), spec.strip()
+
+
 @click.command("train")
-@click.option("--task", type=click.Choice(["sentiment", "topic"]), required=True, help="What the labels are.")
+@click.option(
+    "--task",
+    type=click.Choice(TRAIN_TASKS),
+    required=True,
+    help=f"What the labels are ('topic' is the old name of 'risk'); '{ANALYSIS}': one encoder with a head per --head.",
+)
 @click.option(
     "--data",
-    required=True,
-    help="builtin:NAME, a .csv/.jsonl file with text and label, or several joined with '+'.",
+    default=None,
+    help="builtin:NAME, a .csv/.jsonl file with text and label, or several joined with '+' (single-task).",
+)
+@click.option(
+    "--head",
+    "heads",
+    multiple=True,
+    help=f"With --task {ANALYSIS}: NAME=SPEC, once per head, e.g. sentiment=builtin:news-sentiment, "
+    "entities=ner:msra+ner:pd1998 (the head named entities is the token head).",
 )
 @click.option("--base", required=True, help="minilm | me5-small | a local checkpoint dir | a hub id.")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Output dir.")
@@ -66,12 +89,29 @@ def models_group() -> None:
 @click.option(
     "--limit", type=click.IntRange(2), default=None, help="Use a deterministic, label-stratified subset of N examples."
 )
+@click.option(
+    "--limit-per-head", type=click.IntRange(2), default=None, help=f"With --task {ANALYSIS}: --limit for each head."
+)
+@click.option(
+    "--head-lr-scale",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help=f"With --task {ANALYSIS}: the heads' learning rate as a multiple of --lr.",
+)
+@click.option(
+    "--cjk-chars/--no-cjk-chars",
+    default=None,
+    help=f"With --task {ANALYSIS}: one token per CJK character, so entity spans can start and end at "
+    "any character [default: on when an entities head is trained].",
+)
 @click.option("--warmup-ratio", type=click.FloatRange(0, 0.5), default=0.1, show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None, help=THREADS_HELP)
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
 def train_command(
     task: str,
-    data: str,
+    data: str | None,
+    heads: tuple[str, ...],
     base: str,
     out: Path,
     epochs: int,
@@ -83,17 +123,52 @@ def train_command(
     lora: bool,
     lora_r: int,
     limit: int | None,
+    limit_per_head: int | None,
+    head_lr_scale: float,
+    cjk_chars: bool | None,
     warmup_ratio: float,
     threads: int | None,
     overwrite: bool,
 ) -> None:
-    """Fine-tune a sentiment or topic classifier; best epoch by validation macro-F1.
+    """Fine-tune a classifier, or with --task analysis one encoder with several heads.
 
     Splits are fixed by a hash of each text (10% test, 10% validation). The output is a Hugging
-    Face checkpoint plus training_report.json with the test classification report.
+    Face checkpoint plus training_report.json with the test classification report; a multi-head
+    checkpoint also has heads.json (labels, calibration temperatures) and heads.safetensors.
     """
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise click.UsageError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    if task == ANALYSIS:
+        if data is not None or limit is not None or lora:
+            raise click.UsageError(f"--task {ANALYSIS} takes --head NAME=SPEC and --limit-per-head, "
+                                   "not --data, --limit or --lora")
+        if not heads:
+            raise click.UsageError(f"--task {ANALYSIS} needs at least one --head NAME=SPEC")
+        from models.multitask import MultiTaskConfig, train_multitask
+        from models.training import FULL_LR
+
+        train_multitask(
+            MultiTaskConfig(
+                heads=tuple(_head_option(h) for h in heads),
+                base=base,
+                out=out,
+                epochs=epochs,
+                lr=lr or FULL_LR,
+                batch_size=batch_size,
+                max_length=max_length,
+                seed=seed,
+                freeze_embeddings=freeze_embeddings,
+                limit_per_head=limit_per_head,
+                head_lr_scale=head_lr_scale,
+                cjk_chars=cjk_chars,
+                warmup_ratio=warmup_ratio,
+                threads=threads,
+            )
+        )
+        return
+    if data is None or heads or limit_per_head is not None or cjk_chars is not None:
+        raise click.UsageError(f"--task {task} takes --data (and --limit); --head, --limit-per-head and "
+                               f"--cjk-chars are for --task {ANALYSIS}")
     from models.training import TrainConfig, train
 
     train(
@@ -125,7 +200,8 @@ def train_command(
     required=True,
     help="A fine-tuned checkpoint directory (from `yuqing train`).",
 )
-@click.option("--data", required=True, help="Dataset spec, as for `yuqing train`.")
+@click.option("--data", required=True, help="Dataset spec, as for `yuqing train` (ner:NAME for the entities head).")
+@click.option("--head", default=None, help="The head to score, for a multi-head checkpoint.")
 @click.option("--split", type=click.Choice(["train", "validation", "test", "all"]), default="test", show_default=True)
 @click.option(
     "--json",
@@ -143,6 +219,7 @@ def train_command(
 def evaluate_command(
     model_dir: Path,
     data: str,
+    head: str | None,
     split: str,
     json_out: Path | None,
     batch_size: int,
@@ -150,25 +227,49 @@ def evaluate_command(
     limit: int | None,
     threads: int | None,
 ) -> None:
-    """Classification report (sklearn) and confusion matrix of a model on a dataset split."""
+    """Classification report (sklearn) and confusion matrix of a model on a dataset split; for the
+    entities head of a multi-head checkpoint, exact span-and-type precision, recall and F1."""
     import torch
 
     from models.evaluation import evaluate, format_confusion
+    from models.multihead import is_multihead
     from models.training import cpu_threads
 
     torch.set_num_threads(cpu_threads(threads))
-    result = evaluate(model_dir, data, split=split, batch_size=batch_size, max_length=max_length, limit=limit)
+    if is_multihead(model_dir):
+        if head is None:
+            raise click.UsageError(f"{model_dir} is a multi-head checkpoint: name the head with --head")
+        from models.multitask import evaluate_head, format_entity_report
+
+        result = evaluate_head(model_dir, head, data, split=split, batch_size=batch_size, max_length=max_length,
+                               limit=limit)
+    elif head is not None:
+        raise click.UsageError(f"{model_dir} has a single head; --head is for multi-head checkpoints")
+    else:
+        result = evaluate(model_dir, data, split=split, batch_size=batch_size, max_length=max_length, limit=limit)
+    texts = result["texts"] if "texts" in result else result["support"]
     click.echo(
-        f"{data} [{split}] with {model_dir}: {result['support']} texts, "
+        f"{data} [{split}] with {model_dir}{f' head {head}' if head else ''}: {texts} texts, "
         f"{result['truncated']} cut at {result['max_length']} tokens"
     )
+    if result.get("kind") == "token":
+        click.echo(format_entity_report(result))
+        _write_json(json_out, result)
+        return
     click.echo(result["report_text"])
     click.echo("confusion matrix (rows: true, columns: predicted)")
     click.echo(format_confusion(result["confusion_matrix"]))
     cal = result["calibration"]
-    click.echo(f"mean top-label probability {cal['mean_confidence']:.3f}, expected calibration error {cal['ece']:.3f}")
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
+    after = f" (after temperature {result['temperature']:.3f})" if "temperature" in result else ""
+    click.echo(
+        f"mean top-label probability {cal['mean_confidence']:.3f}, expected calibration error {cal['ece']:.3f}{after}"
+    )
+    _write_json(json_out, result)
+
+
+def _write_json(path: Path | None, result: dict[str, object]) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         payload = {k: v for k, v in result.items() if k != "report_text"}
-        json_out.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-        click.echo(f"wrote {json_out}")
+        path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+        click.echo(f"wrote {path}")

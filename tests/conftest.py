@@ -84,3 +84,11 @@ def tiny_packages(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     from tests.tiny_models import build_tiny_packages
 
     return build_tiny_packages(tmp_path_factory.mktemp("packages"))
+
+
+@pytest.fixture(scope="session")
+def tiny_multihead(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real format-2 ONNX package (sentiment, category, risk, entities, embedding) from a tiny BERT."""
+    from tests.tiny_models import build_tiny_multihead
+
+    return build_tiny_multihead(tmp_path_factory.mktemp("multihead"))

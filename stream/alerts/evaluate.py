@@ -23,6 +23,7 @@ from typing import Any
 from stream.alerts.alert import SHOWN_SAMPLES, Alert, Sample, make_alert_id
 from stream.alerts.matching import term_pattern
 from stream.alerts.queries import (
+    LABEL_TASKS,
     TIME,
     Versions,
     group_expr,
@@ -103,16 +104,24 @@ class Evaluator:
         key = (start, end)
         if key not in self._versions:
             self._versions[key] = latest_versions(self.store, start, end)
-        return self._versions[key].pinned(rule.sentiment_version, rule.topic_version)
+        return self._versions[key].pinned(
+            sentiment=rule.sentiment_version,
+            risk=rule.risk_version,
+            category=rule.category_version,
+            entities=rule.entities_version,
+        )
 
     def _covered_from(
-        self, versions: Versions, by_topic: bool, start: dt.datetime, at: dt.datetime
+        self, versions: Versions, rule: VolumeSpikeRule | StorySurgeRule, start: dt.datetime, at: dt.datetime
     ) -> dt.datetime | None:
-        """When the versions a rule reads (topic too when it groups or filters by topic) began
-        covering [start, at)."""
-        tasks = ("sentiment", "topic") if by_topic else ("sentiment",)
-        if versions.sentiment is None:
-            tasks = ("topic",)
+        """When the versions a rule reads began covering [start, at): the head that drives the
+        item list, and risk or category when the rule groups or filters by them."""
+        read = [task for task in LABEL_TASKS if versions.of(task) is not None]
+        if not read:
+            return None
+        by = rule.by if isinstance(rule, VolumeSpikeRule) else "all"
+        picked = {"risk": rule.scope.risk, "category": rule.scope.category}
+        tasks = (read[0], *(t for t in read[1:] if t in picked and (by == t or picked[t])))
         return version_coverage(self.store, versions, tasks, start, at)
 
     def _late_moments(self, rule: AnyRule, at: dt.datetime, since: dt.datetime) -> list[dt.datetime]:
@@ -189,9 +198,12 @@ class Evaluator:
         query = items_query(self.store.database, self._versions_for(rule, start, at), rule.scope, start, at)
         if query is None:
             return []
+        # Neutral items are left out of the share and of min_items unless the rule includes them.
+        counted = "uniqExact(id)" if rule.include_neutral else "uniqExactIf(id, NOT neutral)"
         sql = (
             # uniqExact: an item is counted once even if a join or an old layout repeats its row.
-            f"SELECT {group_expr(rule.by)} AS grp, uniqExact(id) AS n, uniqExactIf(id, neg) AS negs, "
+            f"SELECT {group_expr(rule.by)} AS grp, {counted} AS n, uniqExactIf(id, neg) AS negs, "
+            "uniqExactIf(id, neutral) AS neutrals, "
             "arraySlice(arrayReverseSort(groupArrayIf((neg_score, id, title, url, source), neg)), 1, "
             "{samples:UInt32}) AS top "
             f"FROM ({query.sql}) GROUP BY grp "
@@ -204,12 +216,14 @@ class Evaluator:
             "threshold": rule.threshold,
         }
         alerts = []
-        for grp, n, negs, top in self.store.rows(sql, params):
-            if rule.by in ("topic", "source") and not grp:
-                continue  # items without a topic (no topic model) are not a topic
+        for grp, n, negs, neutrals, top in self.store.rows(sql, params):
+            if rule.by in ("risk", "category", "source") and not grp:
+                continue  # items without that head's label (no such model) are no group
             scope = scope_label(rule.by, str(grp), rule.scope)
             share = negs / n
             samples = [Sample(str(i), str(t), str(u), str(s)) for _, i, t, u, s in top]
+            which = "items" if rule.include_neutral else "non-neutral items"
+            left_out = f"; {neutrals} neutral left out" if neutrals and not rule.include_neutral else ""
             alerts.append(
                 self._alert(
                     rule,
@@ -219,8 +233,8 @@ class Evaluator:
                     rule.threshold,
                     int(n),
                     samples,
-                    f"{share:.0%} of {n} items negative in {format_duration(rule.window)} "
-                    f"(threshold {rule.threshold:.0%}, min {rule.min_items} items)",
+                    f"{share:.0%} of {n} {which} negative in {format_duration(rule.window)} "
+                    f"(threshold {rule.threshold:.0%}, min {rule.min_items} items{left_out})",
                 )
             )
         return alerts
@@ -234,7 +248,7 @@ class Evaluator:
             return []
         # Only baseline windows the chosen versions had begun scoring by their end count: right
         # after a new model version rolls out, its empty past is not a quiet baseline.
-        covered_from = self._covered_from(versions, rule.by == "topic" or bool(rule.scope.topic), start, at)
+        covered_from = self._covered_from(versions, rule, start, at)
         if covered_from is None:
             return []
         usable = [k for k in range(1, rule.baseline_windows + 1) if covered_from < at - k * rule.window]
@@ -269,7 +283,7 @@ class Evaluator:
         alerts = []
         for grp, series in counts.items():
             now_count, baseline = series[0], [series[k] for k in usable]
-            if now_count < rule.min_items or (rule.by in ("topic", "source") and not grp):
+            if now_count < rule.min_items or (rule.by in ("risk", "category", "source") and not grp):
                 continue
             mean = sum(baseline) / len(baseline)
             if rule.method == "zscore":
@@ -310,7 +324,7 @@ class Evaluator:
         if rule.method == "ratio":
             # A baseline window counts only once the model versions and the stories job both covered
             # it: before that, every story would look new.
-            versions_from = self._covered_from(versions, bool(rule.scope.topic), start, at)
+            versions_from = self._covered_from(versions, rule, start, at)
             stories_from = story_coverage(self.store, start, at)
             if versions_from is None or stories_from is None:
                 return []
@@ -379,46 +393,73 @@ class Evaluator:
     # -- watch list --------------------------------------------------------------------------
     def _watch_list(self, rule: WatchListRule, at: dt.datetime, earlier: list[Alert]) -> list[Alert]:
         start = at - rule.window
-        query = items_query(self.store.database, self._versions_for(rule, start, at), rule.scope, start, at)
+        versions = self._versions_for(rule, start, at)
+        query = items_query(self.store.database, versions, rule.scope, start, at)
         if query is None:
             return []
-        sql = (
-            "SELECT id, title, url, source, published_at, "
-            "arrayFilter(i -> match(hay, {terms:Array(String)}[i]), "
-            "range(1, length({terms:Array(String)}) + 1)) AS hits "
-            f"FROM ({query.sql}) WHERE notEmpty(hits)"
-            + (" AND neg" if rule.negative_only else "")
-            + " ORDER BY published_at, id LIMIT 1 BY id LIMIT {limit:UInt64}"
-        )
-        params = {
-            **query.params,
-            "terms": [term_pattern(t) for t in rule.terms],
-            "limit": WATCH_IDS * len(rule.terms),
-        }
-        matches = self.store.rows(sql, params)
+        negative = " AND neg" if rule.negative_only else ""
+        order = " ORDER BY published_at, id LIMIT 1 BY id LIMIT {limit:UInt64}"
+        # Each match: the item and the 1-based indexes of what it matched, terms first, then entities.
+        matches = []
+        if rule.terms:
+            matches += self.store.rows(
+                "SELECT id, title, url, source, published_at, "
+                "arrayFilter(i -> match(hay, {terms:Array(String)}[i]), "
+                "range(1, length({terms:Array(String)}) + 1)) AS hits "
+                f"FROM ({query.sql}) WHERE notEmpty(hits){negative}{order}",
+                {**query.params, "terms": [term_pattern(t) for t in rule.terms], "limit": WATCH_IDS * len(rule.terms)},
+            )
+        specs = rule.entity_specs
+        if specs and versions.entities is not None:
+            # An entity matches a mention with its normalized form and, when the rule names one, its type.
+            mentions = (
+                "SELECT id, groupUniqArray(arrayJoin(arrayFilter(k -> normalized = {e_names:Array(String)}[k] "
+                "AND ({e_types:Array(String)}[k] = '' OR type = {e_types:Array(String)}[k]), "
+                "range(1, length({e_names:Array(String)}) + 1)))) AS hits "
+                f"FROM {self.store.database}.entity_mentions "
+                "WHERE model_version = {entities_version:String} AND has({e_names:Array(String)}, normalized) "
+                f"AND published_at >= {{start:{TIME}}} AND published_at < {{end:{TIME}}} GROUP BY id"
+            )
+            offset = len(rule.terms)
+            matches += [
+                (*row[:5], [int(k) + offset for k in row[5]])
+                for row in self.store.rows(
+                    "SELECT i.id AS id, i.title AS title, i.url AS url, i.source AS source, "
+                    f"i.published_at AS published_at, e.hits AS hits FROM ({query.sql}) AS i "
+                    f"INNER JOIN ({mentions}) AS e ON i.id = e.id WHERE notEmpty(e.hits){negative}{order}",
+                    {
+                        **query.params,
+                        "entities_version": versions.entities,
+                        "e_names": [e.normalized for e in specs],
+                        "e_types": [e.type for e in specs],
+                        "limit": WATCH_IDS * len(specs),
+                    },
+                )
+            ]
         if not matches:
             return []
+        watched = [f"term={t}" for t in rule.terms] + [f"entity={e}" for e in rule.entities]
         stories = stories_of(self.store, [str(row[0]) for row in matches])
         titles = story_titles(self.store, [story for story, _ in stories.values()])
-        per_term: dict[int, list[Sample]] = defaultdict(list)
-        for item_id, title, url, source, _published, hits in matches:
+        per_scope: dict[int, list[Sample]] = defaultdict(list)
+        for item_id, title, url, source, _published, hits in sorted(matches, key=lambda r: (r[4], r[0])):
             story, lang = stories.get(str(item_id), ("", ""))
             sample = Sample(str(item_id), str(title), str(url), str(source), story,
                             representative_title(titles.get(story, {}), lang) if story else "")
             for index in hits:
-                per_term[int(index) - 1].append(sample)
+                per_scope[int(index) - 1].append(sample)
         reported = self.state.reported_ids(rule.name, start)
         for alert in earlier:  # a late window and the current one can share items
             reported.setdefault(alert.scope, set()).update(alert.sample_ids)
         alerts = []
-        for index, samples in sorted(per_term.items()):
-            term = rule.terms[index]
-            scope = f"term={term}"
+        for index, samples in sorted(per_scope.items()):
+            scope = watched[index]
             seen = reported.get(scope, set())
             new = [s for s in samples if s.id not in seen][:WATCH_IDS]
             if not new:
                 continue
             newest_first = list(reversed(new))
+            what = "mention" if index < len(rule.terms) else "name the entity"
             alerts.append(
                 self._alert(
                     rule,
@@ -429,7 +470,7 @@ class Evaluator:
                     len(new),
                     # Newest first: notifications show the first few, the stored ids keep them all.
                     newest_first,
-                    f"{len(new)} new item{'s' if len(new) != 1 else ''} mention {term!r}"
+                    f"{len(new)} new item{'s' if len(new) != 1 else ''} {what} {scope.split('=', 1)[1]!r}"
                     + (" (negative)" if rule.negative_only else "")
                     + _stories_named(new),
                     discriminator="\x1e".join(sorted(s.id for s in new)),

@@ -2,10 +2,11 @@
 
 The SQL text is assembled only from fixed fragments chosen by validated settings (which filters
 are present, how to group); every value that comes from a rule or the data — versions, sources,
-topics, terms, times — travels as a clickhouse-connect `{name:Type}` parameter.
+risk topics, terms, entities, times — travels as a clickhouse-connect `{name:Type}` parameter.
 
-An *item* is one sentiment row of the chosen model version joined on ``id`` with the topic row of
-the chosen topic version; ``scored`` is read with ``FINAL`` so a re-delivered row never counts
+An *item* is one sentiment row of the chosen model version joined on ``id`` with the risk and
+category rows of the chosen versions and with its text in ``items`` (title, url, text are kept
+there once); ``scored`` and ``items`` are read with ``FINAL`` so a re-delivered row never counts
 twice, and the rules count ``uniqExact(id)``, so no layout of ``scored`` that keeps two rows of one
 (id, model_version) apart (and no join that repeats one) can count an item twice either.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from stream.alerts.matching import term_pattern
@@ -24,34 +25,49 @@ from stream.core.times import as_utc
 
 TIME = "DateTime64(3,'UTC')"
 
-# Probability of 'negative', whether or not the model wrote a probs map.
-_NEG_SCORE = "if(mapContains(probs, 'negative'), probs['negative'], if(label = 'negative', score, 0))"
+# The sequence heads the rules read, in the order an item is built from them (the first one a
+# version exists for drives the item list).
+LABEL_TASKS: tuple[str, ...] = ("sentiment", "risk", "category")
+
+
+def _prob(label: str) -> str:
+    """Probability of `label`, whether or not the model wrote a probs map."""
+    return f"if(mapContains(probs, '{label}'), probs['{label}'], if(label = '{label}', score, 0))"
 
 
 @dataclass(frozen=True)
 class Versions:
-    """The model version per task that a rule reads (None: that task has no rows)."""
+    """The model version per head that a rule reads (None: that head has no rows).  A multi-head
+    package gives every head the same version; `entities` is read from the entities table."""
 
     sentiment: str | None
-    topic: str | None
+    risk: str | None = None
+    category: str | None = None
+    entities: str | None = None
 
-    def pinned(self, sentiment: str | None, topic: str | None) -> Versions:
-        return Versions(sentiment or self.sentiment, topic or self.topic)
+    def pinned(self, **pins: str | None) -> Versions:
+        """These versions with the given ones (head -> version, None: keep) put in their place."""
+        return replace(self, **{head: version for head, version in pins.items() if version})
+
+    def of(self, task: str) -> str | None:
+        return getattr(self, task) if task in LABEL_TASKS or task == "entities" else None
 
     def describe(self) -> str:
-        return f"sentiment={self.sentiment or '-'} topic={self.topic or '-'}"
+        return " ".join(f"{f.name}={getattr(self, f.name) or '-'}" for f in fields(self))
 
 
 def latest_versions(store: Store, start: dt.datetime, end: dt.datetime) -> Versions:
-    """Per task, the model version that scored most recently among items published in [start, end)."""
+    """Per head, the model version that scored most recently among items published in [start, end)."""
+    in_range = f"published_at >= {{start:{TIME}}} AND published_at < {{end:{TIME}}}"
     rows = store.rows(
         f"SELECT task, argMax(model_version, scored_at) FROM {store.database}.scored FINAL "
-        f"WHERE task IN ('sentiment', 'topic') AND published_at >= {{start:{TIME}}} "
-        f"AND published_at < {{end:{TIME}}} GROUP BY task",
-        {"start": start, "end": end},
+        f"WHERE task IN {{tasks:Array(String)}} AND {in_range} GROUP BY task "
+        f"UNION ALL SELECT 'entities', argMax(model_version, scored_at) FROM {store.database}.entities FINAL "
+        f"WHERE {in_range} HAVING count() > 0",
+        {"start": start, "end": end, "tasks": list(LABEL_TASKS)},
     )
     found = {str(task): str(version) for task, version in rows}
-    return Versions(found.get("sentiment"), found.get("topic"))
+    return Versions(*(found.get(task) for task in (*LABEL_TASKS, "entities")))
 
 
 def version_coverage(
@@ -59,20 +75,14 @@ def version_coverage(
 ) -> dt.datetime | None:
     """When the chosen versions of `tasks` began covering [start, end): the latest of their
     earliest items.  A version rolled out an hour ago has no baseline before that hour."""
-    chosen = {task: getattr(versions, task) for task in tasks if getattr(versions, task) is not None}
+    chosen = {task: versions.of(task) for task in tasks if versions.of(task) is not None}
     if not chosen:
         return None
     rows = store.rows(
         f"SELECT task, min(published_at) FROM {store.database}.scored FINAL "
-        "WHERE ((task = 'sentiment' AND model_version = {sentiment:String}) "
-        "OR (task = 'topic' AND model_version = {topic:String})) "
+        "WHERE has({pairs:Array(Tuple(String, String))}, (task, model_version)) "
         f"AND published_at >= {{start:{TIME}}} AND published_at < {{end:{TIME}}} GROUP BY task",
-        {
-            "sentiment": chosen.get("sentiment", ""),
-            "topic": chosen.get("topic", ""),
-            "start": start,
-            "end": end,
-        },
+        {"pairs": [(task, str(version)) for task, version in chosen.items()], "start": start, "end": end},
     )
     firsts = {str(task): as_utc(first) for task, first in rows}
     if set(firsts) != set(chosen):
@@ -95,7 +105,7 @@ def late_windows(
     key = "intDiv(toUnixTimestamp64Milli(published_at), {window_ms:Int64}) AS k"
     in_range = f"published_at >= {{start:{TIME}}} AND published_at < {{end:{TIME}}}"
     sql = (
-        f"SELECT {key} FROM {store.database}.scored FINAL WHERE task IN ('sentiment', 'topic') "
+        f"SELECT {key} FROM {store.database}.scored FINAL WHERE task IN {{tasks:Array(String)}} "
         f"AND scored_at >= {{since:{TIME}}} AND {in_range}"
     )
     if stories:
@@ -105,7 +115,7 @@ def late_windows(
         )
     rows = store.rows(
         f"SELECT DISTINCT k FROM ({sql}) ORDER BY k",
-        {"window_ms": window_ms, "since": scored_since, "start": start, "end": end},
+        {"window_ms": window_ms, "since": scored_since, "start": start, "end": end, "tasks": list(LABEL_TASKS)},
     )
     epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
     return [epoch + dt.timedelta(milliseconds=(int(k) + 1) * window_ms) for (k,) in rows]
@@ -165,55 +175,57 @@ def items_query(
     start: dt.datetime,
     end: dt.datetime,
 ) -> ItemsQuery | None:
-    """Columns: id, source, lang, url, title, published_at, neg (Bool), neg_score, topic, hay
-    (title and text).  None when neither task has a model version (nothing scored yet)."""
+    """Columns: id, source, lang, url, title, published_at, neg, neutral (Bool), neg_score,
+    pos_score (probabilities), risk, category ('' without that head), hay (title and text).
+    None when no head has a model version (nothing scored yet)."""
     params: dict[str, Any] = {"start": start, "end": end}
     in_range = f"published_at >= {{start:{TIME}}} AND published_at < {{end:{TIME}}}"
-    if versions.sentiment is not None:
-        params["sentiment_version"] = versions.sentiment
-        sentiment = (
-            "SELECT id, source, lang, url, title, published_at, label = 'negative' AS neg, "
-            f"{_NEG_SCORE} AS neg_score, concat(title, '\\n', text) AS hay "
-            f"FROM {database}.scored FINAL "
-            f"WHERE task = 'sentiment' AND model_version = {{sentiment_version:String}} AND {in_range}"
+
+    def head(task: str, columns: str) -> str:
+        params[f"{task}_version"] = versions.of(task)
+        return (
+            f"SELECT id, {columns} FROM {database}.scored FINAL "
+            f"WHERE task = '{task}' AND model_version = {{{task}_version:String}} AND {in_range}"
         )
-        if versions.topic is not None:
-            params["topic_version"] = versions.topic
-            base = (
-                "SELECT s.id AS id, s.source AS source, s.lang AS lang, s.url AS url, s.title AS title, "
-                "s.published_at AS published_at, s.neg AS neg, s.neg_score AS neg_score, "
-                "t.topic AS topic, s.hay AS hay "
-                f"FROM ({sentiment}) AS s LEFT JOIN ("
-                f"SELECT id, label AS topic FROM {database}.scored FINAL "
-                f"WHERE task = 'topic' AND model_version = {{topic_version:String}} AND {in_range} "
-                "LIMIT 1 BY id) AS t ON s.id = t.id"
-            )
-        else:
-            base = (
-                "SELECT id, source, lang, url, title, published_at, neg, neg_score, '' AS topic, hay "
-                f"FROM ({sentiment})"
-            )
-    elif versions.topic is not None:
-        params["topic_version"] = versions.topic
-        base = (
-            "SELECT id, source, lang, url, title, published_at, false AS neg, toFloat32(0) AS neg_score, "
-            "label AS topic, concat(title, '\\n', text) AS hay "
-            f"FROM {database}.scored FINAL "
-            f"WHERE task = 'topic' AND model_version = {{topic_version:String}} AND {in_range}"
-        )
-    else:
+
+    present = [task for task in LABEL_TASKS if versions.of(task) is not None]
+    if not present:
         return None
+    driver = present[0]
+    sentiment = (
+        f"label = 'negative' AS neg, label = 'neutral' AS neutral, {_prob('negative')} AS neg_score, "
+        f"{_prob('positive')} AS pos_score"
+        if driver == "sentiment"
+        else "false AS neg, false AS neutral, toFloat32(0) AS neg_score, toFloat32(0) AS pos_score"
+    )
+
+    def label_of(task: str) -> str:
+        if task == driver:
+            return "d.label"
+        return f"h_{task}.label" if task in present else "''"
+
+    joins = [
+        f"LEFT JOIN ({head(task, 'label')} LIMIT 1 BY id) AS h_{task} ON d.id = h_{task}.id"
+        for task in present[1:]
+    ]
+    base = (
+        "SELECT d.id AS id, d.source AS source, d.lang AS lang, x.url AS url, x.title AS title, "
+        "d.published_at AS published_at, d.neg AS neg, d.neutral AS neutral, d.neg_score AS neg_score, "
+        "d.pos_score AS pos_score, "
+        + ", ".join(f"{label_of(task)} AS {task}" for task in ("risk", "category"))
+        + ", x.hay AS hay "
+        f"FROM ({head(driver, f'source, lang, published_at, label, {sentiment}')}) AS d "
+        + " ".join(joins)
+        + f" LEFT JOIN (SELECT id, url, title, concat(title, '\\n', text) AS hay FROM {database}.items FINAL "
+        f"WHERE {in_range}) AS x ON d.id = x.id"
+    )
 
     filters = []
-    if scope.source:
-        filters.append("has({f_source:Array(String)}, source)")
-        params["f_source"] = list(scope.source)
-    if scope.topic:
-        filters.append("has({f_topic:Array(String)}, topic)")
-        params["f_topic"] = list(scope.topic)
-    if scope.lang:
-        filters.append("has({f_lang:Array(String)}, lang)")
-        params["f_lang"] = list(scope.lang)
+    for column in ("source", "risk", "category", "lang"):
+        picked = getattr(scope, column)
+        if picked:
+            filters.append(f"has({{f_{column}:Array(String)}}, {column})")
+            params[f"f_{column}"] = list(picked)
     if scope.keyword:
         filters.append("arrayExists(p -> match(hay, p), {f_keyword:Array(String)})")
         params["f_keyword"] = [term_pattern(k) for k in scope.keyword]
@@ -223,10 +235,8 @@ def items_query(
 
 def group_expr(by: GroupBy) -> str:
     """The GROUP BY key for a rule's `by`; for keywords, the 1-based index into scope.keyword."""
-    if by == "topic":
-        return "topic"
-    if by == "source":
-        return "source"
+    if by in ("risk", "category", "source"):
+        return by
     if by == "keyword":
         return (
             "toString(arrayJoin(arrayFilter(i -> match(hay, {f_keyword:Array(String)}[i]), "
@@ -236,7 +246,7 @@ def group_expr(by: GroupBy) -> str:
 
 
 def scope_label(by: GroupBy, key: str, scope: Scope) -> str:
-    """The human scope of one group: 'topic=财经', 'keyword=裁员', 'all'."""
+    """The human scope of one group: 'risk=conflict', 'keyword=裁员', 'all'."""
     if by == "all":
         return "all"
     if by == "keyword":

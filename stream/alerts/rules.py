@@ -1,11 +1,13 @@
 """Alert rules and webhook targets, read from a TOML file (`alerts.toml`) and validated strictly.
 
 Four kinds of rule share a header (name, severity, window, cool-down, scope filters):
-* ``negative_surge``: the share of negative items in the window, per topic/source/keyword, is at
-  least ``threshold`` with at least ``min_items`` items;
+* ``negative_surge``: the share of negative items in the window, per risk topic, category, source
+  or keyword, is at least ``threshold`` with at least ``min_items`` items; neutral items are left
+  out of both unless ``include_neutral``;
 * ``volume_spike``: the items in the window against the previous windows of the baseline
   (a z-score, or a ratio to their mean);
-* ``watch_list``: any item not yet reported that mentions one of ``terms``;
+* ``watch_list``: any item not yet reported that mentions one of ``terms`` (text) or of
+  ``entities`` (named entities the model found, optionally of one type: ``"华为:ORG"``);
 * ``story_surge``: one story (an event across outlets, from the stories job) gains at least
   ``min_items`` items in the window, or (``method = "ratio"``) also ``threshold`` times its own mean
   per window over the baseline before.
@@ -17,6 +19,8 @@ import datetime as dt
 import os
 import re
 import tomllib
+import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -32,6 +36,7 @@ from pydantic import (
 )
 
 from stream.core.errors import ConfigError
+from stream.core.items import normalize_entity
 from stream.core.times import parse_duration
 
 
@@ -45,13 +50,25 @@ def _duration(value: Any) -> dt.timedelta:
 Duration = Annotated[dt.timedelta, BeforeValidator(_duration)]
 Severity = Literal["info", "warning", "critical"]
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
-GroupBy = Literal["all", "topic", "source", "keyword"]
+GroupBy = Literal["all", "risk", "category", "source", "keyword"]
+ENTITY_TYPES: tuple[str, ...] = ("PER", "LOC", "ORG")
 
 _NAME = re.compile(r"^[\w.\-]{1,100}$")
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _no_topic(data: Any) -> Any:
+    """The task `topic` is called `risk` now: say so instead of 'unknown key'."""
+    if isinstance(data, dict):
+        old = [k for k in ("topic", "topic_version") if k in data]
+        old += ["by = 'topic'"] if data.get("by") == "topic" else []
+        if old:
+            raise ValueError(f"{', '.join(old)}: the task 'topic' is called 'risk' now "
+                             "(risk, risk_version, by = 'risk')")
+    return data
 
 
 def _clean_terms(values: list[str]) -> list[str]:
@@ -65,10 +82,16 @@ class Scope(_Strict):
     """Which items a rule looks at; an empty list does not filter."""
 
     source: list[str] = Field(default_factory=list)
-    topic: list[str] = Field(default_factory=list)
+    risk: list[str] = Field(default_factory=list)
+    category: list[str] = Field(default_factory=list)
     lang: list[str] = Field(default_factory=list)
     # An item passes if its title or text mentions any of these (see matching.term_pattern).
     keyword: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return _no_topic(data)
 
     @field_validator("keyword")
     @classmethod
@@ -88,9 +111,16 @@ class _RuleBase(_Strict):
     window: Duration = dt.timedelta(hours=1)
     cooldown: Duration = dt.timedelta(hours=6)
     scope: Scope = Field(default_factory=Scope)
-    # Pin a model version per task; by default the version that scored most recently is used.
+    # Pin a model version per head; by default the version that scored most recently is used.
     sentiment_version: str | None = None
-    topic_version: str | None = None
+    risk_version: str | None = None
+    category_version: str | None = None
+    entities_version: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return _no_topic(data)
 
     @field_validator("name")
     @classmethod
@@ -126,6 +156,9 @@ class _GroupedRule(_RuleBase):
 class NegativeSurgeRule(_GroupedRule):
     kind: Literal["negative_surge"]
     threshold: float = Field(gt=0, le=1, description="share of negative items, 0-1")
+    # By default the share is negative / (negative + positive) and min_items counts those: a flood
+    # of neutral items (wire copy, announcements) neither dilutes a surge nor makes one.
+    include_neutral: bool = False
 
 
 class VolumeSpikeRule(_GroupedRule):
@@ -150,9 +183,34 @@ class VolumeSpikeRule(_GroupedRule):
         return self.window + self.baseline
 
 
+@dataclass(frozen=True)
+class EntitySpec:
+    """A watched entity: `name` as written in the rule, matched by its normalized form, and of
+    `type` only when one is given."""
+
+    name: str
+    normalized: str
+    type: str  # PER | LOC | ORG, '' for any
+
+
+def parse_entity(value: str) -> EntitySpec:
+    """'华为:ORG' -> (华为, 华为, ORG); 'Elon Musk' -> any type.  A colon not followed by a known
+    type is part of the name."""
+    name, sep, suffix = unicodedata.normalize("NFKC", value).rpartition(":")
+    kind = suffix.strip().upper()
+    if not sep or kind not in ENTITY_TYPES:
+        name, kind = value, ""
+    normalized = normalize_entity(name)
+    if not normalized:
+        raise ValueError(f"entity {value!r} has no name")
+    return EntitySpec(" ".join(name.split()), normalized, kind)
+
+
 class WatchListRule(_RuleBase):
     kind: Literal["watch_list"]
-    terms: list[str] = Field(min_length=1)
+    terms: list[str] = Field(default_factory=list)
+    # Named entities, 'name' or 'name:TYPE' (PER, LOC, ORG), matched on their normalized form.
+    entities: list[str] = Field(default_factory=list)
     negative_only: bool = False
     cooldown: Duration = dt.timedelta(0)
 
@@ -160,6 +218,23 @@ class WatchListRule(_RuleBase):
     @classmethod
     def _clean(cls, value: list[str]) -> list[str]:
         return _clean_terms(value)
+
+    @field_validator("entities")
+    @classmethod
+    def _valid_entities(cls, value: list[str]) -> list[str]:
+        specs = [parse_entity(v) for v in value]
+        # Spelled two ways, one entity: keep the first spelling.
+        return list({(s.normalized, s.type): s.name + (f":{s.type}" if s.type else "") for s in specs}.values())
+
+    @model_validator(mode="after")
+    def _something_watched(self) -> WatchListRule:
+        if not self.terms and not self.entities:
+            raise ValueError("give terms or entities (or both)")
+        return self
+
+    @property
+    def entity_specs(self) -> list[EntitySpec]:
+        return [parse_entity(v) for v in self.entities]
 
 
 class StorySurgeRule(_RuleBase):

@@ -100,8 +100,8 @@ class StoreState:
         known = {
             str(i): sample(str(i), str(t), str(u), str(s))
             for i, t, u, s in self.store.rows(
-                f"SELECT id, any(title), any(url), any(source) FROM {self.store.database}.scored FINAL "
-                "WHERE has({ids:Array(String)}, id) GROUP BY id",
+                f"SELECT id, title, url, source FROM {self.store.database}.items FINAL "
+                "WHERE has({ids:Array(String)}, id)",
                 {"ids": wanted},
             )
         }

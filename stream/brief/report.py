@@ -8,6 +8,11 @@ from data is HTML-escaped; only http(s) URLs become links.
 Stories (``item_stories`` / ``stories``, from the stories job) give the 今日要闻 section: the
 stories with most items in the period, and they keep one event from filling the most-negative
 list: it shows one item per story (an item the job has not assigned stands alone).
+
+Negative shares are of the non-neutral items (negative / (negative + positive)), as the
+negative-surge rule counts them.  The most-negative list ranks by the calibrated probability of
+negative, then by the least positive mass (of two items as negative, the one whose rest is
+neutral ranks first), then the newest, then the id: ties never come out in arbitrary order.
 """
 
 from __future__ import annotations
@@ -27,12 +32,15 @@ from stream.core.times import as_utc, format_duration
 TOP_ITEMS = 20
 TOP_STORIES = 10
 STORY_SOURCES = 5  # sources named per story; the rest are counted
-TOP_TOPICS = 12
+TOP_RISKS = 12
+TOP_CATEGORIES = 10
 TOP_SOURCES = 15
+TOP_ENTITIES = 15
 MAX_ALERTS = 200
 
 NEG_COLOR = "#d64545"
 POS_COLOR = "#3f9d5a"
+NEU_COLOR = "#9aa3ad"
 PALETTE = ("#3b6fb6", "#e08a2c", "#6a4fb3", "#2a9d8f", "#c9457a", "#7a8b2c", "#8c564b", "#4c9ed9")
 
 
@@ -41,6 +49,7 @@ class Bucket:
     start: dt.datetime
     negative: int
     positive: int
+    neutral: int = 0
 
 
 @dataclass(frozen=True)
@@ -48,10 +57,28 @@ class Share:
     name: str
     items: int
     negative: int
+    neutral: int = 0
+
+    @property
+    def positive(self) -> int:
+        return self.items - self.negative - self.neutral
 
     @property
     def negative_share(self) -> float:
-        return self.negative / self.items if self.items else 0.0
+        """Of the non-neutral items."""
+        return _share(self.negative, self.items - self.neutral)
+
+
+@dataclass(frozen=True)
+class EntityShare(Share):
+    """One entity (its normalized form and type) in the period: the items naming it and their
+    sentiment (the sentiment of the package that found it); `name` is its most frequent spelling."""
+
+    type: str = ""
+
+
+def _share(part: int, whole: int) -> float:
+    return part / whole if whole else 0.0
 
 
 @dataclass(frozen=True)
@@ -61,10 +88,12 @@ class NegativeItem:
     title: str
     url: str
     published_at: dt.datetime
-    negative_score: float
-    topic: str
+    negative_score: float  # calibrated P(negative)
+    risk: str
     story_id: str = ""
     story_negatives: int = 1  # negative items of its story in the period (itself included)
+    category: str = ""
+    positive_score: float = 0.0  # P(positive): breaks ties of negative_score
 
 
 @dataclass(frozen=True)
@@ -105,16 +134,20 @@ class Brief:
     bucket: dt.timedelta
     total: int = 0
     negative: int = 0
+    neutral: int = 0
     timeline: list[Bucket] = field(default_factory=list)
-    topics: list[Share] = field(default_factory=list)
+    risks: list[Share] = field(default_factory=list)
+    categories: list[Share] = field(default_factory=list)
     sources: list[Share] = field(default_factory=list)
+    entities: list[EntityShare] = field(default_factory=list)
     most_negative: list[NegativeItem] = field(default_factory=list)
     stories: list[TopStory] = field(default_factory=list)
     alerts: list[FiredAlert] = field(default_factory=list)
 
     @property
     def negative_share(self) -> float:
-        return self.negative / self.total if self.total else 0.0
+        """Of the non-neutral items."""
+        return _share(self.negative, self.total - self.neutral)
 
 
 def bucket_for(span: dt.timedelta) -> dt.timedelta:
@@ -135,55 +168,76 @@ def gather(store: Store, start: dt.datetime, end: dt.datetime) -> Brief:
         return brief
     items, params = query.sql, query.params
 
-    total, negative = store.rows(f"SELECT count(), countIf(neg) FROM ({items})", params)[0]
-    brief.total, brief.negative = int(total), int(negative)
+    total, negative, neutral = store.rows(f"SELECT count(), countIf(neg), countIf(neutral) FROM ({items})", params)[0]
+    brief.total, brief.negative, brief.neutral = int(total), int(negative), int(neutral)
 
     step_s = int(brief.bucket.total_seconds())
     counts = {
-        as_utc(t): (int(n), int(p))
-        for t, n, p in store.rows(
+        as_utc(t): (int(n), int(p), int(u))
+        for t, n, p, u in store.rows(
             "SELECT toStartOfInterval(published_at, INTERVAL {step:UInt32} SECOND) AS t, "
-            f"countIf(neg), countIf(NOT neg) FROM ({items}) GROUP BY t ORDER BY t",
+            f"countIf(neg), countIf(NOT neg AND NOT neutral), countIf(neutral) FROM ({items}) GROUP BY t ORDER BY t",
             {**params, "step": step_s},
         )
     }
     first = dt.datetime.fromtimestamp(int(start.timestamp()) // step_s * step_s, dt.UTC)
     cursor = first
     while cursor < end:
-        n, p = counts.get(cursor, (0, 0))
-        brief.timeline.append(Bucket(cursor, n, p))
+        brief.timeline.append(Bucket(cursor, *counts.get(cursor, (0, 0, 0))))
         cursor += brief.bucket
 
     def shares(column: str, limit: int) -> list[Share]:
         return [
-            Share(str(name), int(n), int(neg))
-            for name, n, neg in store.rows(
-                f"SELECT {column} AS name, count() AS n, countIf(neg) FROM ({items}) "
+            Share(str(name), int(n), int(neg), int(neu))
+            for name, n, neg, neu in store.rows(
+                f"SELECT {column} AS name, count() AS n, countIf(neg), countIf(neutral) FROM ({items}) "
                 "GROUP BY name ORDER BY n DESC, name LIMIT {limit:UInt32}",
                 {**params, "limit": limit},
             )
         ]
 
-    brief.topics = shares("topic", TOP_TOPICS) if versions.topic else []
+    brief.risks = shares("risk", TOP_RISKS) if versions.risk else []
+    brief.categories = shares("category", TOP_CATEGORIES) if versions.category else []
     brief.sources = shares("source", TOP_SOURCES)
+    brief.entities = _entities(store, versions, start, end)
     # Each item with its story ('' while the stories job has not assigned it).
     with_story = (
-        "SELECT id, source, lang, title, url, published_at, neg, neg_score, topic, st.story_id AS story_id "
-        f"FROM ({items}) AS i LEFT JOIN (SELECT id, story_id FROM {store.database}.item_stories FINAL "
-        f"WHERE published_at >= {{start:{TIME}}} AND published_at < {{end:{TIME}}}) AS st USING id"
+        "SELECT id, source, lang, title, url, published_at, neg, neg_score, pos_score, risk, category, "
+        f"st.story_id AS story_id FROM ({items}) AS i LEFT JOIN (SELECT id, story_id "
+        f"FROM {store.database}.item_stories FINAL WHERE published_at >= {{start:{TIME}}} "
+        f"AND published_at < {{end:{TIME}}}) AS st USING id"
     )
     brief.most_negative = [
-        NegativeItem(str(i), str(s), str(t), str(u), as_utc(p), float(score), str(topic), str(story), int(n))
-        for i, s, t, u, p, score, topic, story, n in store.rows(
-            "SELECT id, source, title, url, published_at, neg_score, topic, story_id, "
+        NegativeItem(str(i), str(s), str(t), str(u), as_utc(p), float(neg), str(risk), str(story), int(n),
+                     str(category), float(pos))
+        for i, s, t, u, p, neg, pos, risk, category, story, n in store.rows(
+            "SELECT id, source, title, url, published_at, neg_score, pos_score, risk, category, story_id, "
             "count() OVER (PARTITION BY grp) AS n "
             f"FROM (SELECT *, if(story_id = '', id, story_id) AS grp FROM ({with_story}) WHERE neg) "
-            "ORDER BY neg_score DESC, published_at DESC, id LIMIT 1 BY grp LIMIT {limit:UInt32}",
+            "ORDER BY neg_score DESC, pos_score ASC, published_at DESC, id LIMIT 1 BY grp LIMIT {limit:UInt32}",
             {**params, "limit": TOP_ITEMS},
         )
     ]
     brief.stories = _stories(store, with_story, params)
     return brief
+
+
+def _entities(store: Store, versions: Versions, start: dt.datetime, end: dt.datetime) -> list[EntityShare]:
+    """The entities named by most items in the period (one entity: one normalized form and type)."""
+    if versions.entities is None:
+        return []
+    return [
+        EntityShare(str(name), int(n), int(neg), int(neu), type=str(kind))
+        for name, kind, n, neg, neu in store.rows(
+            "SELECT arraySort(p -> (-p.2, p.1), CAST(sumMap(map(text, toUInt64(1))), "
+            "'Array(Tuple(String, UInt64))'))[1].1, type, uniqExact(id) AS n, uniqExactIf(id, sentiment = 'negative'), "
+            f"uniqExactIf(id, sentiment = 'neutral') FROM {store.database}.entity_mentions "
+            f"WHERE model_version = {{version:String}} AND published_at >= {{start:{TIME}}} "
+            f"AND published_at < {{end:{TIME}}} GROUP BY normalized, type ORDER BY n DESC, normalized, type "
+            "LIMIT {limit:UInt32}",
+            {"version": versions.entities, "start": start, "end": end, "limit": TOP_ENTITIES},
+        )
+    ]
 
 
 def _stories(store: Store, with_story: str, params: dict[str, object]) -> list[TopStory]:
@@ -246,11 +300,11 @@ def _svg(chart: str, label: str, width: int, height: int, body: list[str]) -> st
 
 
 def timeline_svg(brief: Brief) -> str:
-    """Stacked bars per bucket: negative at the bottom, positive above."""
+    """Stacked bars per bucket: negative at the bottom, neutral, then positive above."""
     width, height, left, right, top, bottom = 760, 260, 44, 40, 12, 36
     plot_w, plot_h = width - left - right, height - top - bottom
     buckets = brief.timeline
-    peak = _nice_max(max((b.negative + b.positive for b in buckets), default=0))
+    peak = _nice_max(max((b.negative + b.neutral + b.positive for b in buckets), default=0))
     body: list[str] = []
     for i in range(5):  # horizontal grid and y labels
         value = peak * i / 4
@@ -264,25 +318,24 @@ def timeline_svg(brief: Brief) -> str:
     day_fmt = "%m-%d %H:%M" if brief.bucket < dt.timedelta(days=1) else "%m-%d"
     for i, b in enumerate(buckets):
         x = left + i * slot + (slot - bar_w) / 2
-        neg_h = plot_h * b.negative / peak
-        pos_h = plot_h * b.positive / peak
-        tip = f"{b.start:%Y-%m-%d %H:%M} UTC: {b.negative} 负面 negative, {b.positive} 正面 positive"
-        if b.negative:
-            body.append(
-                f'<rect class="bar neg" x="{x:.1f}" y="{top + plot_h - neg_h:.1f}" width="{bar_w:.1f}" '
-                f'height="{neg_h:.1f}" fill="{NEG_COLOR}"><title>{_e(tip)}</title></rect>'
-            )
-        if b.positive:
-            body.append(
-                f'<rect class="bar pos" x="{x:.1f}" y="{top + plot_h - neg_h - pos_h:.1f}" '
-                f'width="{bar_w:.1f}" height="{pos_h:.1f}" fill="{POS_COLOR}"><title>{_e(tip)}</title></rect>'
-            )
+        tip = (f"{b.start:%Y-%m-%d %H:%M} UTC: {b.negative} 负面 negative, {b.neutral} 中性 neutral, "
+               f"{b.positive} 正面 positive")
+        base = float(top + plot_h)
+        for css, count, color in (("neg", b.negative, NEG_COLOR), ("neu", b.neutral, NEU_COLOR),
+                                  ("pos", b.positive, POS_COLOR)):
+            if count:
+                h = plot_h * count / peak
+                base -= h
+                body.append(
+                    f'<rect class="bar {css}" x="{x:.1f}" y="{base:.1f}" width="{bar_w:.1f}" '
+                    f'height="{h:.1f}" fill="{color}"><title>{_e(tip)}</title></rect>'
+                )
         if i % label_every == 0:
             body.append(
                 f'<text class="axis" x="{x + bar_w / 2:.1f}" y="{height - bottom + 16}" '
                 f'text-anchor="middle">{_e(format(b.start, day_fmt))}</text>'
             )
-    # Negative share as a line over the bars, on the right-hand 0-100% scale.
+    # Negative share (of the non-neutral items) as a line over the bars, on the right-hand 0-100% scale.
     points = [
         (left + i * slot + slot / 2, top + plot_h - plot_h * b.negative / (b.negative + b.positive))
         for i, b in enumerate(buckets)
@@ -296,7 +349,7 @@ def timeline_svg(brief: Brief) -> str:
 
 
 def hbar_svg(chart: str, label: str, shares: list[Share], as_share: bool) -> str:
-    """Horizontal bars: item counts (topic mix) or negative share 0-100% (by source)."""
+    """Horizontal bars: item counts (risk topic mix) or negative share 0-100% (by source)."""
     row_h, left, right, top = 26, 150, 150, 8
     width = 760
     height = top * 2 + row_h * max(len(shares), 1)
@@ -346,30 +399,35 @@ def render(brief: Brief, title: str = "舆情日报 Daily brief") -> str:
     summary = (
         '<div class="cards">'
         f'<div class="card"><b>{brief.total}</b><span>条 items</span></div>'
-        f'<div class="card neg"><b>{brief.negative_share:.0%}</b><span>负面 negative ({brief.negative})</span></div>'
+        f'<div class="card neg"><b>{brief.negative_share:.0%}</b><span>负面 negative ({brief.negative}, '
+        "of non-neutral)</span></div>"
+        f'<div class="card"><b>{brief.neutral}</b><span>中性 neutral</span></div>'
         f'<div class="card"><b>{len(brief.alerts)}</b><span>告警 alerts</span></div>'
         f'<div class="card"><b>{len(brief.sources)}</b><span>来源 sources</span></div>'
         "</div>"
     )
     legend = (
         f'<p class="legend"><i style="background:{NEG_COLOR}"></i>负面 negative '
+        f'<i style="background:{NEU_COLOR}"></i>中性 neutral '
         f'<i style="background:{POS_COLOR}"></i>正面 positive '
-        '<i class="line"></i>负面占比 negative share (0–100%) · '
+        '<i class="line"></i>负面占比 negative share of non-neutral (0–100%) · '
         f"{_e(format_duration(brief.bucket))} 每柱 per bar</p>"
     )
     sections = [
         _section("今日要闻 · Top stories", _stories_table(brief), empty=not brief.stories),
         _section("情感趋势 · Sentiment over time", legend + timeline_svg(brief), empty=brief.total == 0),
+        _section("按类别 · By category", _categories_table(brief), empty=not brief.categories),
         _section(
-            "话题分布 · Topic mix",
-            hbar_svg("topics", "话题分布 Topic mix", brief.topics, as_share=False),
-            empty=not brief.topics,
+            "风险话题 · Risk topics",
+            hbar_svg("risks", "风险话题 Risk topics", brief.risks, as_share=False),
+            empty=not brief.risks,
         ),
         _section(
             "各来源负面占比 · Negative share by source",
             hbar_svg("sources", "各来源负面占比 Negative share by source", brief.sources, as_share=True),
             empty=not brief.sources,
         ),
+        _section("新闻中的实体 · Entities in the news", _entities_table(brief), empty=not brief.entities),
         _section("最负面条目 · Most negative items (one per story)", _items_table(brief),
                  empty=not brief.most_negative),
         _section("告警 · Alerts fired", _alerts_table(brief), empty=not brief.alerts),
@@ -423,18 +481,40 @@ def _items_table(brief: Brief) -> str:
 
     rows = [
         "<tr>"
-        f'<td class="num">{item.negative_score:.2f}</td>'
+        f'<td class="num">{item.negative_score:.3f}</td>'
         f"<td>{_link(item.url, item.title or item.id)}{more(item)}</td>"
-        f"<td>{_e(item.source)}</td><td>{_e(item.topic)}</td>"
+        f"<td>{_e(item.source)}</td><td>{_e(item.category)}</td><td>{_e(item.risk)}</td>"
         f'<td class="time">{item.published_at:%m-%d %H:%M}</td>'
         "</tr>"
         for item in brief.most_negative
     ]
     return (
         '<table class="items"><thead><tr><th>负面概率<br>P(neg)</th><th>标题 Title</th>'
-        "<th>来源 Source</th><th>话题 Topic</th><th>发布 Published (UTC)</th></tr></thead>"
+        "<th>来源 Source</th><th>类别 Category</th><th>风险 Risk</th><th>发布 Published (UTC)</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
+
+
+def _mix(share: Share) -> str:
+    return (f'<td class="count">{share.items}</td><td class="count">{share.negative}</td>'
+            f'<td class="count">{share.neutral}</td><td class="count">{share.positive}</td>'
+            f'<td class="count">{share.negative_share:.0%}</td>')
+
+
+_MIX_HEAD = ("<th>条数 Items</th><th>负面 Neg.</th><th>中性 Neu.</th><th>正面 Pos.</th>"
+             "<th>负面占比 Neg. share<br>(不含中性 of non-neutral)</th>")
+
+
+def _categories_table(brief: Brief) -> str:
+    rows = [f'<tr><td class="name">{_e(c.name or "(无 none)")}</td>{_mix(c)}</tr>' for c in brief.categories]
+    return (f'<table class="categories"><thead><tr><th>类别 Category</th>{_MIX_HEAD}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def _entities_table(brief: Brief) -> str:
+    rows = [f'<tr><td class="name">{_e(e.name)}</td><td>{_e(e.type)}</td>{_mix(e)}</tr>' for e in brief.entities]
+    return (f'<table class="entities"><thead><tr><th>实体 Entity</th><th>类型 Type</th>{_MIX_HEAD}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>")
 
 
 def _alerts_table(brief: Brief) -> str:

@@ -41,7 +41,7 @@ def open_scorers(settings: Settings, packages: Sequence[Path] | None = None) -> 
             variant=settings.models.variant,
             intra_op_threads=settings.models.intra_op_threads,
         )
-        log.info("model %s (%s) version %s", scorer.name, scorer.task, scorer.version)
+        log.info("model %s (%s) version %s", scorer.name, ", ".join(scorer.heads), scorer.version)
         scorers.append(scorer)
     return scorers
 

@@ -28,7 +28,7 @@ from stream.consumer.metrics import (
     STORE_RETRIES,
     RunCounts,
 )
-from stream.consumer.scoring import score_items
+from stream.consumer.scoring import Scored, score_items
 from stream.core.errors import ModelUnavailable, ServiceUnavailable
 from stream.core.interfaces import Scorer, Sink, Source
 from stream.core.records import DLQ_FAILED, DLQ_TRUNCATED, BadRecord, Batch, ScoredRow
@@ -82,11 +82,11 @@ class Pipeline:
                 self._maybe_write_stats(0.0)
                 continue
             started = time.perf_counter()
-            rows, failed = self._score(batch)  # 2. score (a model outage: retried, then exit)
-            bad = self.sink.dead_letter([*batch.bad, *failed])  # 3. dead letters to their topic, once,
-            refused = self._write(rows, bad)  # then dead letters and rows to the store, retried
+            scored = self._score(batch)  # 2. score (a model outage: retried, then exit)
+            bad = self.sink.dead_letter([*batch.bad, *scored.bad])  # 3. dead letters to their topic, once,
+            refused = self._write(scored, bad)  # then dead letters, items and rows to the store, retried
             self.source.commit(batch)  # 4. only now commit the offsets
-            self._account(batch, rows, [*bad, *refused], len(refused))
+            self._account(batch, scored.rows, [*bad, *refused], len(refused))
             self._maybe_write_stats(time.perf_counter() - started)
             idle_since = time.monotonic()
         return self.counts
@@ -94,7 +94,7 @@ class Pipeline:
     def _idle_too_long(self, idle_since: float) -> bool:
         return self.idle_exit_s is not None and time.monotonic() - idle_since >= self.idle_exit_s
 
-    def _score(self, batch: Batch) -> tuple[list[ScoredRow], list[BadRecord]]:
+    def _score(self, batch: Batch) -> Scored:
         """Score the batch; through a model outage, back off and try again, up to max_attempts."""
         delay, attempt = 1.0, 1
         while True:
@@ -115,20 +115,20 @@ class Pipeline:
                 self._hold(delay)
                 delay, attempt = min(delay * 2, MAX_BACKOFF_S), attempt + 1
 
-    def _write(self, rows: list[ScoredRow], bad: list[BadRecord]) -> list[BadRecord]:
+    def _write(self, scored: Scored, bad: list[BadRecord]) -> list[BadRecord]:
         """Store the batch; rows the store refuses for good become dead letters (published, stored)."""
-        refused = self._store(rows, bad)
+        refused = self._store(scored, bad)
         if refused:
             refused = self.sink.dead_letter(refused)
-            self._store([], refused)
+            self._store(Scored(), refused)
         return refused
 
-    def _store(self, rows: list[ScoredRow], bad: list[BadRecord]) -> list[BadRecord]:
+    def _store(self, scored: Scored, bad: list[BadRecord]) -> list[BadRecord]:
         """Retry with backoff until the store takes the batch; fetching is paused meanwhile."""
         delay = 0.5
         while True:
             try:
-                refused = self.sink.write_batch(rows, bad)
+                refused = self.sink.write_batch(scored.rows, scored.entities, bad)
                 break
             except ServiceUnavailable as exc:
                 if self.stop.is_set():

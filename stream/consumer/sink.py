@@ -1,11 +1,18 @@
-"""The store as a Sink: scored rows and dead letters in one write, and the dead-letter topic.
+"""The store as a Sink: items, scored rows, entity sets and dead letters in one write, and the
+dead-letter topic.
+
+A batch is written table by table: dead letters, then `items` (an item's text once per id), then
+`scored` (one row per item and sequence head), then `entities` (one row per item and package).  The
+loop commits offsets only after all of it returned, so a retry rewrites the same keys (every table
+is a ReplacingMergeTree) and collapses under FINAL.
 
 A store error is either an outage (raise: the loop backs off and retries the whole write,
 committing nothing) or a refusal of some rows, told apart by the ClickHouse error code that
 `stream.core.store` keeps on StoreError (the same for chdb and HTTP).  Refused rows are isolated
-by bisecting the insert: the halves are written, and a row refused on its own becomes a
-``store_rejected`` dead letter with the server's message.  A row the client cannot encode counts
-as refused too (`stream.core.items` makes that impossible for message content).
+by bisecting the insert: the halves are written, and a row refused on its own makes its message a
+``store_rejected`` dead letter with the server's message; that message's rows are then left out of
+the tables still to write, and the other messages land.  A row the client cannot encode counts as
+refused too (`stream.core.items` makes that impossible for message content).
 
 | ClickHouse error                                   | code | class   |
 |----------------------------------------------------|------|---------|
@@ -40,8 +47,14 @@ from typing import Any
 from stream.consumer.metrics import DEAD_LETTERS_UNSTORED, INSERT_SECONDS
 from stream.core.errors import StoreError
 from stream.core.items import error_text, kafka_time
-from stream.core.records import BadRecord, ScoredRow
-from stream.core.schema import DEAD_LETTER_COLUMNS, PIPELINE_STATS_COLUMNS, SCORED_COLUMNS
+from stream.core.records import BadRecord, EntityRow, ScoredRow, SourceRecord
+from stream.core.schema import (
+    DEAD_LETTER_COLUMNS,
+    ENTITY_COLUMNS,
+    ITEM_COLUMNS,
+    PIPELINE_STATS_COLUMNS,
+    SCORED_COLUMNS,
+)
 from stream.core.store import Store
 from stream.kafka.dlq import DeadLetterTopic
 
@@ -49,6 +62,8 @@ log = logging.getLogger(__name__)
 
 ROWS_REFUSED_CODES = frozenset({6, 27, 38, 41, 53, 69, 70, 72, 117, 128, 131, 321, 349, 395, 407, 469})
 MEMORY_LIMIT_EXCEEDED, TOO_MANY_PARTS = 241, 252
+
+MessageKey = tuple[str, int, int]  # (topic, partition, offset)
 
 
 def refuses_rows(exc: StoreError) -> bool:
@@ -64,14 +79,33 @@ def _when(ms: int | None) -> dt.datetime:
     return kafka_time(ms) or dt.datetime.now(dt.UTC)
 
 
-def scored_values(row: ScoredRow) -> list[Any]:
-    item, rec, pred = row.item, row.record, row.prediction
+def _key(record: SourceRecord) -> MessageKey:
+    return (record.topic, record.partition, record.offset)
+
+
+def item_values(row: ScoredRow | EntityRow, stored_at: dt.datetime) -> list[Any]:
+    item, rec = row.item, row.record
     return [
         item.id,
         item.source,
         item.url,
         item.title,
         item.text,
+        item.lang,
+        item.published_at,
+        _when(rec.timestamp_ms),
+        rec.topic,
+        rec.partition,
+        rec.offset,
+        stored_at,
+    ]
+
+
+def scored_values(row: ScoredRow) -> list[Any]:
+    item, rec, pred = row.item, row.record, row.prediction
+    return [
+        item.id,
+        item.source,
         item.lang,
         item.published_at,
         _when(rec.timestamp_ms),
@@ -85,6 +119,25 @@ def scored_values(row: ScoredRow) -> list[Any]:
         pred.score,
         pred.probs,
         pred.truncated,
+        row.scored_at,
+    ]
+
+
+def entity_values(row: EntityRow) -> list[Any]:
+    item, ents = row.item, row.entities
+    return [
+        item.id,
+        row.model_version,
+        item.source,
+        item.lang,
+        item.published_at,
+        row.sentiment,
+        [e.text for e in ents],
+        [e.normalized for e in ents],
+        [e.type for e in ents],
+        [e.start for e in ents],
+        [e.end for e in ents],
+        [e.score for e in ents],
         row.scored_at,
     ]
 
@@ -113,7 +166,8 @@ def _server_message(exc: StoreError) -> str:
 
 
 class ClickHouseSink:
-    """Writes scored rows and dead letters; raises StoreError (retryable) when the store fails."""
+    """Writes items, scored rows, entity sets and dead letters; raises StoreError (retryable) when
+    the store fails."""
 
     def __init__(self, store: Store, dlq: DeadLetterTopic | None) -> None:
         self.store = store
@@ -125,8 +179,10 @@ class ClickHouseSink:
             return list(bad)
         return self.dlq.send(bad)
 
-    def write_batch(self, scored: Sequence[ScoredRow], bad: Sequence[BadRecord]) -> list[BadRecord]:
-        """Write both; returns the messages whose rows the store refused, as not yet written rejects."""
+    def write_batch(
+        self, scored: Sequence[ScoredRow], entities: Sequence[EntityRow], bad: Sequence[BadRecord]
+    ) -> list[BadRecord]:
+        """Write it all; returns the messages whose rows the store refused, as not yet written rejects."""
         started = time.perf_counter()
         if bad:
             now = dt.datetime.now(dt.UTC)
@@ -136,18 +192,45 @@ class ClickHouseSink:
                 DEAD_LETTERS_UNSTORED.inc()
                 log.error("the store refused the dead letter of %s[%d]@%d (dead-letter topic: %s): %s",
                           rec.topic, rec.partition, rec.offset, bad[i].dlq_status or "none", reason)
-        refused: dict[tuple[str, int, int], BadRecord] = {}
-        if scored:
-            for i, reason in self._insert("scored", [scored_values(r) for r in scored], SCORED_COLUMNS):
-                rec = scored[i].record
-                refused.setdefault(
-                    (rec.topic, rec.partition, rec.offset), BadRecord(rec, "store_rejected", error_text(reason))
-                )
+        refused: dict[MessageKey, BadRecord] = {}
+        self._write_items([*scored, *entities], refused)
+        rows = [r for r in scored if _key(r.record) not in refused]
+        self._write("scored", rows, [scored_values(r) for r in rows], SCORED_COLUMNS, refused)
+        sets = [r for r in entities if _key(r.record) not in refused]
+        self._write("entities", sets, [entity_values(r) for r in sets], ENTITY_COLUMNS, refused)
         INSERT_SECONDS.observe(time.perf_counter() - started)
         return list(refused.values())
 
+    def _write_items(self, rows: Sequence[ScoredRow | EntityRow], refused: dict[MessageKey, BadRecord]) -> None:
+        """One `items` row per id of the batch (its last message's); a refused one refuses every
+        message of that id, which would otherwise have rows without a text."""
+        last: dict[str, ScoredRow | EntityRow] = {}
+        messages: dict[str, dict[MessageKey, SourceRecord]] = {}
+        for row in rows:
+            last[row.item.id] = row
+            messages.setdefault(row.item.id, {})[_key(row.record)] = row.record
+        now = dt.datetime.now(dt.UTC)
+        chosen = list(last.values())
+        for i, reason in self._insert("items", [item_values(r, now) for r in chosen], ITEM_COLUMNS):
+            for record in messages[chosen[i].item.id].values():
+                refused.setdefault(_key(record), BadRecord(record, "store_rejected", error_text(reason)))
+
+    def _write(
+        self,
+        table: str,
+        rows: Sequence[ScoredRow | EntityRow],
+        values: list[list[Any]],
+        columns: Sequence[str],
+        refused: dict[MessageKey, BadRecord],
+    ) -> None:
+        for i, reason in self._insert(table, values, columns):
+            rec = rows[i].record
+            refused.setdefault(_key(rec), BadRecord(rec, "store_rejected", error_text(reason)))
+
     def _insert(self, table: str, values: list[list[Any]], columns: Sequence[str]) -> list[tuple[int, str]]:
         """Insert `values`; returns (index, reason) for each row refused on its own.  An outage raises."""
+        if not values:
+            return []
         try:
             self.store.insert(table, values, columns)
             return []

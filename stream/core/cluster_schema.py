@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 
 from stream.core.errors import ConfigError
-from stream.core.schema import Migration, migrations, migrations_table
+from stream.core.schema import Copy, Migration, migrations, migrations_table
 
 LOCAL_SUFFIX = "_local"
 # Macros: ClickHouse expands them per server when the table is created.
@@ -45,6 +45,8 @@ SHARDING_KEYS: dict[str, str | None] = {
     "pipeline_stats": "cityHash64(group_id, kafka_topic, kafka_partition)",
     # A story's rows live on many shards (its items' ids); each row's versions on one.
     "item_stories": "cityHash64(id)",
+    "items": "cityHash64(id)",
+    "entities": "cityHash64(id)",
     "stories": "cityHash64(story_id)",
 }
 # Replicated to every node rather than sharded (tiny, read with FINAL on whichever node).
@@ -53,7 +55,7 @@ CLUSTER_WIDE_TABLES = frozenset({"schema_migrations"})
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CLUSTER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _CREATE_NAMED = re.compile(
-    r"^CREATE (?:DATABASE|TABLE|MATERIALIZED VIEW) IF NOT EXISTS (?P<name>\w+(?:\.\w+)?)\b"
+    r"^CREATE (?:DATABASE|TABLE|MATERIALIZED VIEW|VIEW) IF NOT EXISTS (?P<name>\w+(?:\.\w+)?)\b"
 )
 _CREATE_DATABASE = re.compile(r"^CREATE DATABASE IF NOT EXISTS (?P<db>\w+)$")
 _CREATE_TABLE = re.compile(
@@ -70,6 +72,8 @@ _CREATE_VIEW = re.compile(
     r"TO (?P<to_db>\w+)\.(?P<to>\w+) AS(?P<select>.*)$",
     re.DOTALL,
 )
+# A plain view reads the Distributed table by its usual name, so it is created on every node as is.
+_CREATE_PLAIN_VIEW = re.compile(r"^CREATE VIEW IF NOT EXISTS (?P<name>\w+\.\w+) (?P<select>AS\s.*)$", re.DOTALL)
 
 
 class ClusterSchemaError(ConfigError):
@@ -105,6 +109,8 @@ def _final_schema(all_migrations: list[Migration]) -> list[str]:
     objects: dict[str, str] = {}  # database or db.table -> its CREATE
     for migration in all_migrations:
         for raw in migration.statements:
+            if isinstance(raw, Copy):  # a new cluster has no rows to move
+                continue
             statement = _tidy(raw)
             if match := _DROP.match(statement):
                 objects.pop(match["name"], None)
@@ -128,6 +134,8 @@ def _distribute(statement: str, cluster: str, on: str) -> list[str]:
         return _table(match, cluster, on)
     if match := _CREATE_VIEW.match(statement):
         return [_view(match, on)]
+    if match := _CREATE_PLAIN_VIEW.match(statement):
+        return [f"CREATE VIEW IF NOT EXISTS {match['name']} {on} {match['select']}"]
     raise ClusterSchemaError(f"no cluster form for the statement {statement.splitlines()[0]!r}")
 
 

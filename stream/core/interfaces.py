@@ -6,23 +6,27 @@ nothing is probed with getattr.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from stream.core.records import BadRecord, Batch, Prediction, ScoredRow
+from stream.core.records import Analysis, BadRecord, Batch, EntityRow, ScoredRow
 
 
 @runtime_checkable
 class Scorer(Protocol):
-    """Scores texts with one model package (an ONNX session, or torch in benchmarks)."""
+    """Analyzes texts with one model package (an ONNX session, or torch in benchmarks): one
+    encoder pass per text fills every head the package has."""
 
-    name: str  # model name, e.g. "sentiment-minilm"
-    task: str  # "sentiment" | "topic" | ...
+    name: str  # model name, e.g. "news-me5"
     version: str  # content-derived model version
-    labels: Sequence[str]
     max_length: int
 
-    def score(self, texts: Sequence[str]) -> list[Prediction]: ...
+    @property
+    def heads(self) -> Mapping[str, Sequence[str]]:  # read-only, so a dict of tuples satisfies it
+        """Sequence head (task) -> its labels, e.g. {"sentiment": ("negative", "neutral", "positive")}."""
+        ...
+
+    def analyze(self, texts: Sequence[str]) -> list[Analysis]: ...
 
 
 class Source(Protocol):
@@ -82,9 +86,11 @@ class Sink(Protocol):
         them with their delivery status for their rows."""
         ...
 
-    def write_batch(self, scored: Sequence[ScoredRow], bad: Sequence[BadRecord]) -> list[BadRecord]:
-        """Write rows and dead letters; returns the messages whose rows the store refused for good,
-        as rejects not yet published or written."""
+    def write_batch(
+        self, scored: Sequence[ScoredRow], entities: Sequence[EntityRow], bad: Sequence[BadRecord]
+    ) -> list[BadRecord]:
+        """Write the items' text (once per item), their rows, entities and dead letters; returns the
+        messages whose rows the store refused for good, as rejects not yet published or written."""
         ...
 
     def write_stats(self, rows: list[list[Any]]) -> None: ...

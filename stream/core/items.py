@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import json
 import re
+import unicodedata
 from typing import Any
 
 from stream.core.records import BadRecord, NewsItem, SourceRecord
@@ -44,6 +45,18 @@ def clean_text(value: str) -> str:
     except UnicodeEncodeError:
         return _SURROGATE.sub("\ufffd", value)
     return value
+
+
+# Stripped from both ends of an entity's normalized form: quotes, brackets and punctuation that a
+# span can catch (《》, “”, 's is kept: it is part of what was written).
+_ENTITY_EDGES = " \t\n\"'“”‘’《》〈〉「」『』()（）[]【】<>.,;:!?，。；：！？、·-—"
+
+
+def normalize_entity(text: str) -> str:
+    """The form entities are grouped and matched by: NFKC (full-width letters and digits become
+    ASCII), case-folded, whitespace collapsed, surrounding quotes and punctuation stripped."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return " ".join(folded.split()).strip(_ENTITY_EDGES)
 
 
 def error_text(message: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +19,13 @@ from stream.core.errors import PackageIntegrityError
 
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # one classifier: output `logits`, top-level `labels`
+MULTIHEAD_FORMAT = 2  # one encoder, many heads: `heads` names each head's kind, labels and output
+SEQUENCE, TOKEN, EMBEDDING = "sequence", "token", "embedding"  # head kinds
 VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 # Parity status of a variant: passed the gate, or could not be run on the exporting host.
 PASSED, UNCHECKED = "passed", "unchecked"
-_REQUIRED = ("name", "task", "version", "labels", "max_length", "inputs", "variants", "files")
+_REQUIRED = ("name", "task", "version", "max_length", "inputs", "variants", "files")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -33,12 +36,15 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def content_version(name: str, fp32_onnx: Path, labels: Sequence[str], tokenizer: Path) -> str:
-    """`<name>-<12 hex>` over the fp32 graph, the labels and the tokenizer: same weights, same version."""
+def content_version(name: str, fp32_onnx: Path, labels: Sequence[str] | Mapping[str, Sequence[str]],
+                    tokenizer: Path) -> str:
+    """`<name>-<12 hex>` over the fp32 graph, the labels (a list, or {head: labels}) and the
+    tokenizer: same weights, same version."""
     digest = hashlib.sha256()
     for part in (fp32_onnx, tokenizer):
         digest.update(bytes.fromhex(sha256_file(part)))
-    digest.update(json.dumps(list(labels), ensure_ascii=False).encode())
+    named = {str(k): list(v) for k, v in labels.items()} if isinstance(labels, Mapping) else list(labels)
+    digest.update(json.dumps(named, ensure_ascii=False).encode())
     return f"{name}-{digest.hexdigest()[:12]}"
 
 
@@ -63,7 +69,22 @@ class Manifest:
 
     @property
     def labels(self) -> list[str]:
-        return [str(label) for label in self.data["labels"]]
+        """The labels of a format-1 package; of a multi-head one's only sequence head, if it has one."""
+        if "labels" in self.data:
+            return [str(label) for label in self.data["labels"]]
+        sequence = [h["labels"] for h in self.heads.values() if h["kind"] == SEQUENCE]
+        if len(sequence) != 1:
+            raise PackageIntegrityError(
+                f"{self.path}: a package of {len(sequence)} sequence heads has no single label list")
+        return [str(label) for label in sequence[0]]
+
+    @property
+    def heads(self) -> dict[str, dict[str, Any]]:
+        """head -> {"kind", "labels", "output", ...}; a format-1 package is one sequence head named
+        after its task, reading the output `logits`."""
+        if "heads" in self.data:
+            return {str(k): dict(v) for k, v in self.data["heads"].items()}
+        return {self.task: {"kind": SEQUENCE, "labels": [str(x) for x in self.data["labels"]], "output": "logits"}}
 
     @property
     def max_length(self) -> int:
@@ -106,20 +127,54 @@ def read_manifest(package: Path) -> Manifest:
         raise PackageIntegrityError(f"{path} is not valid JSON: {exc}", hint="re-export the package") from None
     if not isinstance(data, dict):
         raise PackageIntegrityError(f"{path} is not a JSON object", hint="re-export the package")
-    missing = [key for key in _REQUIRED if not data.get(key)]
+    multihead = data.get("format", FORMAT_VERSION) == MULTIHEAD_FORMAT or "heads" in data
+    missing = [key for key in (*_REQUIRED, "heads" if multihead else "labels") if not data.get(key)]
     if missing:
         raise PackageIntegrityError(
             f"{path} lacks {', '.join(missing)}", hint="re-export the package with `yuqing export`"
         )
-    labels = data["labels"]
-    if not isinstance(labels, list) or len(set(map(str, labels))) != len(labels):
-        raise PackageIntegrityError(f"{path}: labels must be a list of distinct names, got {labels!r}")
+    if multihead:
+        _check_heads(path, data["heads"])
+    else:
+        _check_labels(path, "labels", data.get("labels"))
     if not isinstance(data["variants"], dict) or "fp32" not in data["variants"]:
         raise PackageIntegrityError(f"{path}: the variants must include fp32", hint="re-export the package")
     for variant, entry in data["variants"].items():
         if not isinstance(entry, dict) or entry.get("file") not in data["files"]:
             raise PackageIntegrityError(f"{path}: variant {variant} names no hashed file")
     return Manifest(package, data)
+
+
+def _check_labels(path: Path, what: str, labels: Any) -> None:
+    if not isinstance(labels, list) or not labels or len(set(map(str, labels))) != len(labels):
+        raise PackageIntegrityError(f"{path}: {what} must be a list of distinct names, got {labels!r}",
+                                    hint="re-export the package with `yuqing export`")
+
+
+def _check_heads(path: Path, heads: Any) -> None:
+    """A format-2 `heads`: every head a known kind with its own output; labelled heads with labels,
+    calibrated ones with a positive temperature, the embedding with its dimension."""
+    if not isinstance(heads, dict) or not heads:
+        raise PackageIntegrityError(f"{path}: a format-{MULTIHEAD_FORMAT} manifest needs a non-empty heads object",
+                                    hint="re-export the package with `yuqing export`")
+    outputs = []
+    for name, head in heads.items():
+        kind = head.get("kind") if isinstance(head, dict) else None
+        if kind not in (SEQUENCE, TOKEN, EMBEDDING) or not isinstance(head.get("output"), str):
+            raise PackageIntegrityError(f"{path}: head {name!r} needs a kind ({SEQUENCE}, {TOKEN} or {EMBEDDING}) "
+                                        f"and an output name, got {head!r}")
+        outputs.append(head["output"])
+        if kind == EMBEDDING:
+            if not isinstance(head.get("dim"), int) or head["dim"] < 1:
+                raise PackageIntegrityError(f"{path}: the embedding head needs a positive dim, got {head.get('dim')!r}")
+            continue
+        _check_labels(path, f"the labels of head {name!r}", head.get("labels"))
+        temperature = head.get("temperature", 1.0)
+        if isinstance(temperature, bool) or not isinstance(temperature, int | float) \
+                or not (math.isfinite(temperature) and temperature > 0):
+            raise PackageIntegrityError(f"{path}: head {name!r} has temperature {temperature!r}; it must be > 0")
+    if len(set(outputs)) != len(outputs):
+        raise PackageIntegrityError(f"{path}: two heads read the same output: {outputs}")
 
 
 @dataclass(frozen=True)

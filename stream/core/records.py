@@ -21,6 +21,29 @@ class Prediction:
 
 
 @dataclass(frozen=True)
+class Entity:
+    """A named entity found in an item's model text (`NewsItem.model_text`): characters
+    [start, end) of it, as written there, and the normalized form that watch lists and
+    dashboards group by (`stream.core.items.normalize_entity`)."""
+
+    text: str
+    normalized: str
+    type: str  # PER | LOC | ORG
+    start: int
+    end: int
+    score: float  # mean probability of the entity's token labels
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything one model package says about one text, from one encoder pass."""
+
+    predictions: dict[str, Prediction]  # head (task) name -> verdict, e.g. "sentiment", "category"
+    entities: tuple[Entity, ...] | None = None  # None: the package has no entity head
+    truncated: bool = False  # the model saw less than the whole text
+
+
+@dataclass(frozen=True)
 class SourceRecord:
     """One raw message with where it came from; `value` is the undecoded payload."""
 
@@ -106,4 +129,16 @@ class ScoredRow:
     task: str
     model_version: str
     prediction: Prediction
+    scored_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class EntityRow:
+    """The entities one package found in one item (possibly none), with the item's sentiment."""
+
+    record: SourceRecord
+    item: NewsItem
+    model_version: str
+    sentiment: str  # the same package's sentiment label, "" when it has no sentiment head
+    entities: tuple[Entity, ...]
     scored_at: dt.datetime

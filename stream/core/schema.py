@@ -23,12 +23,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# ``scored`` holds one row per (item, head): the verdict, and what readers filter by.  The item's
+# text is kept once, in ``items`` (migration ITEMS_ONCE).
 SCORED_COLUMNS: tuple[str, ...] = (
     "id",
     "source",
-    "url",
-    "title",
-    "text",
     "lang",
     "published_at",
     "ingested_at",
@@ -42,6 +41,40 @@ SCORED_COLUMNS: tuple[str, ...] = (
     "score",
     "probs",
     "truncated",
+    "scored_at",
+)
+
+# ``items``: one row per item id, whatever the number of heads or model versions that scored it.
+ITEM_COLUMNS: tuple[str, ...] = (
+    "id",
+    "source",
+    "url",
+    "title",
+    "text",
+    "lang",
+    "published_at",
+    "ingested_at",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+    "stored_at",
+)
+
+# ``entities``: one row per (item, model version) with every entity the package found, as
+# parallel arrays; a re-delivery replaces the whole set, so no stale entity survives it.
+ENTITY_COLUMNS: tuple[str, ...] = (
+    "id",
+    "model_version",
+    "source",
+    "lang",
+    "published_at",
+    "sentiment",
+    "entity_text",
+    "entity_normalized",
+    "entity_type",
+    "entity_start",
+    "entity_end",
+    "entity_score",
     "scored_at",
 )
 
@@ -126,7 +159,8 @@ PIPELINE_STATS_COLUMNS: tuple[str, ...] = (
 )
 
 
-# The column list of ``scored``, shared by every layout of the table.
+# The column list of ``scored`` up to migration ITEMS_ONCE (which moved url, title and text to
+# ``items``), shared by every layout of the table before it.
 _SCORED_COLUMNS_SQL = """id String,
                     source LowCardinality(String),
                     url String,
@@ -146,6 +180,12 @@ _SCORED_COLUMNS_SQL = """id String,
                     probs Map(LowCardinality(String), Float32),
                     truncated Bool,
                     scored_at DateTime64(3, 'UTC'),"""
+
+
+# The column list of ``scored`` since migration ITEMS_ONCE.
+_SCORED_HEAD_COLUMNS_SQL = ",\n".join(
+    line for line in _SCORED_COLUMNS_SQL.split(",\n") if line.split()[:1] not in (["url"], ["title"], ["text"])
+)
 
 
 # The columns and plain indexes of ``item_stories``, shared by every layout of the table.
@@ -196,10 +236,20 @@ _DEAD_LETTER_COLUMNS_SQL = """kafka_topic LowCardinality(String),
 
 
 @dataclass(frozen=True)
+class Copy:
+    """A statement that moves existing rows, run only while `when` (a scalar query) returns a
+    non-zero count: once the rows are moved the source layout is gone, so a re-run after a failure
+    must skip it.  A new cluster has nothing to copy (`stream.core.cluster_schema` skips these)."""
+
+    sql: str
+    when: str
+
+
+@dataclass(frozen=True)
 class Migration:
     version: int
     description: str
-    statements: tuple[str, ...]
+    statements: tuple[str | Copy, ...]
 
 
 def _ttl(column: str, ttl_days: int) -> str:
@@ -216,6 +266,13 @@ ALERT_DELIVERY = 4
 STORIES = 5
 # The migration that adds an HNSW vector index (cosine) on ``item_stories.embedding``.
 STORY_VECTORS = 6
+# The migration that keeps an item's text once (``items``) and adds ``entities``.
+ITEMS_ONCE = 7
+
+
+def _scored_select_renaming_topic() -> str:
+    """SCORED_COLUMNS, with the risk-topic task's old name ``topic`` read as ``risk``."""
+    return ", ".join("if(task = 'topic', 'risk', task) AS task" if c == "task" else c for c in SCORED_COLUMNS)
 
 
 def migrations(db: str, ttl_days: int = 0) -> list[Migration]:
@@ -379,6 +436,79 @@ def migrations(db: str, ttl_days: int = 0) -> list[Migration]:
                 ) ENGINE = ReplacingMergeTree(assigned_at)
                 ORDER BY id
                 AS SELECT * FROM {db}.item_stories""",
+            ),
+        ),
+        Migration(
+            ITEMS_ONCE,
+            "items: an item's text once; scored without url/title/text, task topic renamed risk; entities",
+            (
+                # Keyed by id alone: every delivery and every head of an item share its one text row
+                # (the latest delivery wins).
+                f"""CREATE TABLE IF NOT EXISTS {db}.items (
+                    id String,
+                    source LowCardinality(String),
+                    url String,
+                    title String,
+                    text String CODEC(ZSTD(3)),
+                    lang LowCardinality(String),
+                    published_at DateTime64(3, 'UTC'),
+                    ingested_at DateTime64(3, 'UTC'),
+                    kafka_topic LowCardinality(String),
+                    kafka_partition UInt32,
+                    kafka_offset UInt64,
+                    stored_at DateTime64(3, 'UTC'),
+                    INDEX idx_published published_at TYPE minmax GRANULARITY 1
+                ) ENGINE = ReplacingMergeTree(stored_at)
+                ORDER BY id
+                {scored_ttl}""",
+                Copy(
+                    f"""INSERT INTO {db}.items
+                    SELECT id, argMax(source, scored_at), argMax(url, scored_at), argMax(title, scored_at),
+                           argMax(text, scored_at), argMax(lang, scored_at), argMax(published_at, scored_at),
+                           argMax(ingested_at, scored_at), argMax(kafka_topic, scored_at),
+                           argMax(kafka_partition, scored_at), argMax(kafka_offset, scored_at), max(scored_at)
+                    FROM {db}.scored GROUP BY id""",
+                    when=f"SELECT count() FROM system.columns WHERE database = '{db}' AND table = 'scored' "
+                    "AND name = 'text'",
+                ),
+                f"""CREATE OR REPLACE TABLE {db}.scored (
+                    {_SCORED_HEAD_COLUMNS_SQL}
+                    INDEX idx_published published_at TYPE minmax GRANULARITY 1,
+                    INDEX idx_source source TYPE set(1000) GRANULARITY 4,
+                    INDEX idx_label label TYPE set(64) GRANULARITY 4
+                ) ENGINE = ReplacingMergeTree(scored_at)
+                PARTITION BY (task, model_version)
+                ORDER BY (task, model_version, id)
+                {scored_ttl}
+                AS SELECT {_scored_select_renaming_topic()} FROM {db}.scored""",
+                # One row per (model_version, id): the whole entity set of one scoring, so a
+                # re-delivery replaces it; `entity_mentions` is the same, one row per entity.
+                f"""CREATE TABLE IF NOT EXISTS {db}.entities (
+                    id String,
+                    model_version LowCardinality(String),
+                    source LowCardinality(String),
+                    lang LowCardinality(String),
+                    published_at DateTime64(3, 'UTC'),
+                    sentiment LowCardinality(String),
+                    entity_text Array(String),
+                    entity_normalized Array(String),
+                    entity_type Array(LowCardinality(String)),
+                    entity_start Array(UInt32),
+                    entity_end Array(UInt32),
+                    entity_score Array(Float32),
+                    scored_at DateTime64(3, 'UTC'),
+                    INDEX idx_published published_at TYPE minmax GRANULARITY 1,
+                    INDEX idx_normalized entity_normalized TYPE bloom_filter GRANULARITY 4
+                ) ENGINE = ReplacingMergeTree(scored_at)
+                PARTITION BY model_version
+                ORDER BY (model_version, id)
+                {scored_ttl}""",
+                f"""CREATE VIEW IF NOT EXISTS {db}.entity_mentions AS
+                SELECT id, model_version, source, lang, published_at, sentiment,
+                       entity_text AS text, entity_normalized AS normalized, entity_type AS type,
+                       entity_start AS start, entity_end AS end, entity_score AS score
+                FROM {db}.entities FINAL
+                ARRAY JOIN entity_text, entity_normalized, entity_type, entity_start, entity_end, entity_score""",
             ),
         ),
     ]

@@ -3,6 +3,10 @@
 Only onnxruntime, tokenizers and numpy here: the consumer install has neither torch nor
 transformers (a unit test imports this module in a fresh interpreter to keep it that way).
 
+One session run per sub-batch fills every head of the package: sequence heads (softmax of the
+logits over the head's calibration temperature), the token head (BIO labels decoded into character
+spans of the text: `decode_entities`) and, through `embed`, the sentence embedding.
+
 fp32 and fp16 scores of a text do not depend on the other texts of its batch; int8 ones can move
 slightly, since dynamic quantization picks one activation scale per sub-batch (the export's parity
 gate judges int8 on the worst of several batchings for that reason).
@@ -13,8 +17,8 @@ from __future__ import annotations
 import ctypes
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +27,19 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from stream.core.errors import ModelError
-from stream.core.manifest import PASSED, TOKENIZER, UNCHECKED, Manifest, read_manifest, verify_files
-from stream.core.records import Prediction
+from stream.core.items import normalize_entity
+from stream.core.manifest import (
+    EMBEDDING,
+    PASSED,
+    SEQUENCE,
+    TOKEN,
+    TOKENIZER,
+    UNCHECKED,
+    Manifest,
+    read_manifest,
+    verify_files,
+)
+from stream.core.records import Analysis, Entity, Prediction
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +51,48 @@ DEFAULT_TOKEN_BUDGET = 16_384
 # to fill max_length, and a 5 MB text then costs what a long article does (the tokenizer would
 # otherwise build every overflow chunk of it before truncating).
 CHARS_PER_TOKEN = 8
+OUTSIDE = "O"  # the BIO label of a token outside every entity
+
+
+def bio_spans(token_labels: Sequence[str]) -> list[tuple[str, int, int]]:
+    """(type, first token, last token) of each entity in a BIO label sequence.  B-X starts an entity;
+    I-X continues an entity of type X and starts one after anything else (a model's I- without its
+    B- still names an entity); any other label ends the current one."""
+    spans: list[tuple[str, int, int]] = []
+    current: tuple[str, int] | None = None
+    for k, label in enumerate(token_labels):
+        prefix, _, kind = label.partition("-")
+        if current is not None and not (prefix == "I" and kind == current[0]):
+            spans.append((current[0], current[1], k - 1))
+            current = None
+        if current is None and prefix in ("B", "I") and kind:
+            current = (kind, k)
+    if current is not None:
+        spans.append((current[0], current[1], len(token_labels) - 1))
+    return spans
+
+
+def decode_entities(text: str, offsets: Sequence[tuple[int, int]], token_labels: Sequence[str],
+                    token_probs: Sequence[float]) -> tuple[Entity, ...]:
+    """The entities of `text` from per-token BIO labels and their probabilities.  `offsets` are the
+    tokens' (start, end) characters in `text` ((0, 0): a special token, which ends any entity).  An
+    entity runs from its first token's start to its last token's end, less edge whitespace; its score
+    is the mean probability of its tokens' labels.  Spans that are only whitespace or punctuation
+    (an empty normalized form) are dropped."""
+    labels = [OUTSIDE if start == end else label
+              for (start, end), label in zip(offsets, token_labels, strict=True)]
+    found = []
+    for kind, first, last in bio_spans(labels):
+        start, end = offsets[first][0], offsets[last][1]
+        raw = text[start:end]
+        start += len(raw) - len(raw.lstrip())
+        end -= len(raw) - len(raw.rstrip())
+        span = text[start:end]
+        normalized = normalize_entity(span)
+        if normalized:
+            score = float(np.mean(token_probs[first : last + 1]))
+            found.append(Entity(span, normalized, kind, start, end, score))
+    return tuple(found)
 
 
 def cuda_available() -> bool:
@@ -68,6 +125,8 @@ class Encoded:
     ids: list[list[int]]
     type_ids: list[list[int]]
     truncated: list[bool]
+    # each token's (start, end) characters in its text, (0, 0) for special tokens
+    offsets: list[list[tuple[int, int]]] = field(default_factory=list)
 
     def lengths(self) -> list[int]:
         return [len(row) for row in self.ids]
@@ -83,6 +142,7 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str], max_chars: int | None = N
         ids=[e.ids for e in encodings],
         type_ids=[e.type_ids for e in encodings],
         truncated=[c or bool(e.overflowing) for e, c in zip(encodings, cut, strict=True)],
+        offsets=[e.offsets for e in encodings],
     )
 
 
@@ -155,24 +215,54 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def run_logits(
+def iter_outputs(
     session: ort.InferenceSession,
     encoded: Encoded,
     pad_id: int,
+    names: Sequence[str],
     *,
     bucketing: bool = True,
     batch_size: int = DEFAULT_BATCH_SIZE,
     token_budget: int = DEFAULT_TOKEN_BUDGET,
-) -> np.ndarray:
-    """Logits (n_texts x n_labels, float32) in input order."""
+) -> Iterator[tuple[list[int], list[np.ndarray]]]:
+    """(text indices, the outputs `names` for them as float32) per sub-batch: one session run each."""
     input_names = [i.name for i in session.get_inputs()]
-    out: np.ndarray | None = None
     for group in plan_batches(encoded.lengths(), batch_size, token_budget, bucketing):
-        logits = np.asarray(session.run(["logits"], feeds(encoded, group, input_names, pad_id))[0], np.float32)
-        if out is None:
-            out = np.empty((len(encoded.ids), logits.shape[-1]), dtype=np.float32)
-        out[group] = logits
-    return out if out is not None else np.empty((0, 0), dtype=np.float32)
+        arrays = session.run(list(names), feeds(encoded, group, input_names, pad_id))
+        yield group, [np.asarray(a, np.float32) for a in arrays]
+
+
+def run_outputs(
+    session: ort.InferenceSession,
+    encoded: Encoded,
+    pad_id: int,
+    names: Sequence[str] = ("logits",),
+    *,
+    bucketing: bool = True,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    token_budget: int = DEFAULT_TOKEN_BUDGET,
+) -> dict[str, np.ndarray]:
+    """Each output for every text, in input order (see `gather_outputs`)."""
+    return gather_outputs(encoded, names, iter_outputs(session, encoded, pad_id, names, bucketing=bucketing,
+                                                       batch_size=batch_size, token_budget=token_budget))
+
+
+def gather_outputs(encoded: Encoded, names: Sequence[str],
+                   batches: Iterable[tuple[list[int], list[np.ndarray]]]) -> dict[str, np.ndarray]:
+    """Sub-batch outputs put back in input order: (n_texts x values) for a per-text output,
+    (n_texts x longest text x labels) for a per-token one (zeros past a text's own length)."""
+    n, width = len(encoded.ids), max(encoded.lengths(), default=0)
+    out: dict[str, np.ndarray] = {}
+    for group, arrays in batches:
+        for name, array in zip(names, arrays, strict=True):
+            if name not in out:
+                shape = (n, width, *array.shape[2:]) if array.ndim > 2 else (n, *array.shape[1:])
+                out[name] = np.zeros(shape, dtype=np.float32)
+            if array.ndim > 2:
+                out[name][group, : array.shape[1]] = array
+            else:
+                out[name][group] = array
+    return {name: out.get(name, np.empty((0, 0), dtype=np.float32)) for name in names}
 
 
 def _int8_slower(manifest: Manifest) -> bool:
@@ -219,7 +309,8 @@ def choose_variant(manifest: Manifest, device: str, variant: str, allow_unchecke
 
 
 class OnnxScorer:
-    """`stream.core.records.Scorer` over one model package."""
+    """`stream.core.interfaces.Scorer` over one model package (format 1: one classifier; format 2:
+    one encoder with sequence heads, an entity head and the embedding)."""
 
     def __init__(
         self,
@@ -235,9 +326,10 @@ class OnnxScorer:
     ) -> None:
         self.manifest = manifest
         self.name = manifest.name
-        self.task = manifest.task
         self.version = manifest.version
-        self.labels: Sequence[str] = tuple(manifest.labels)
+        specs = manifest.heads
+        self.heads: dict[str, tuple[str, ...]] = {
+            h: tuple(spec["labels"]) for h, spec in specs.items() if spec["kind"] == SEQUENCE}
         self.max_length = manifest.max_length
         self.variant = variant
         self.provider = provider
@@ -247,9 +339,23 @@ class OnnxScorer:
         self._session = session
         self._tokenizer = tokenizer
         self._pad_id = manifest.pad_token_id
-        n_out = session.get_outputs()[0].shape[-1]
-        if isinstance(n_out, int) and n_out != len(self.labels):
-            raise ModelError(f"{manifest.path}: the graph has {n_out} outputs but {len(self.labels)} labels")
+        self._temperature = {h: float(spec.get("temperature", 1.0)) for h, spec in specs.items()}
+        self._outputs = {h: str(spec["output"]) for h, spec in specs.items() if spec["kind"] != EMBEDDING}
+        tokens = [h for h, spec in specs.items() if spec["kind"] == TOKEN]
+        if len(tokens) > 1:
+            raise ModelError(f"{manifest.path}: more than one token head ({', '.join(tokens)})")
+        self._entity_head = tokens[0] if tokens else None
+        self._embedding = next(((str(spec["output"]), int(spec["dim"])) for spec in specs.values()
+                                if spec["kind"] == EMBEDDING), None)
+        graph = {o.name: o.shape for o in session.get_outputs()}
+        for head, spec in specs.items():
+            if spec["output"] not in graph:
+                raise ModelError(f"{manifest.path}: the graph has no output {spec['output']!r} for head {head!r}")
+            width = graph[spec["output"]][-1]
+            expected = spec["dim"] if spec["kind"] == EMBEDDING else len(spec["labels"])
+            if isinstance(width, int) and width != expected:
+                raise ModelError(f"{manifest.path}: output {spec['output']} of head {head} has {width} values "
+                                 f"but the manifest says {expected}")
 
     @classmethod
     def open(
@@ -280,7 +386,7 @@ class OnnxScorer:
         session, provider = create_session(manifest.variant_path(chosen), device, intra_op_threads, spin=spin)
         tokenizer = load_tokenizer(manifest.path / TOKENIZER, manifest.max_length)
         log.info(
-            "loaded %s (%s, %s) on %s in %.2fs", manifest.version, manifest.task, chosen, provider,
+            "loaded %s (%s, %s) on %s in %.2fs", manifest.version, ", ".join(manifest.heads), chosen, provider,
             time.perf_counter() - started,
         )
         return cls(manifest, session, tokenizer, variant=chosen, provider=provider, bucketing=bucketing,
@@ -289,26 +395,57 @@ class OnnxScorer:
     def encode(self, texts: Sequence[str]) -> Encoded:
         return encode(self._tokenizer, texts, self.max_length * CHARS_PER_TOKEN)
 
-    def logits(self, texts: Sequence[str]) -> np.ndarray:
-        return self._logits(self.encode(texts))
+    def _run(self, encoded: Encoded, names: Sequence[str]) -> Iterator[tuple[list[int], list[np.ndarray]]]:
+        return iter_outputs(self._session, encoded, self._pad_id, names, bucketing=self.bucketing,
+                            batch_size=self.batch_size, token_budget=self.token_budget)
 
-    def _logits(self, encoded: Encoded) -> np.ndarray:
-        return run_logits(self._session, encoded, self._pad_id, bucketing=self.bucketing,
-                          batch_size=self.batch_size, token_budget=self.token_budget)
+    def outputs(self, texts: Sequence[str], names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """The graph's raw outputs (uncalibrated logits, the embedding) by output name, in input
+        order: all of them, or only `names` (ONNX Runtime then runs only the nodes they need)."""
+        names = list(names) if names is not None else [o.name for o in self._session.get_outputs()]
+        return run_outputs(self._session, self.encode(texts), self._pad_id, names, bucketing=self.bucketing,
+                           batch_size=self.batch_size, token_budget=self.token_budget)
 
-    def score(self, texts: Sequence[str]) -> list[Prediction]:
-        if not texts:
-            return []
-        encoded = self.encode(texts)
-        probs = softmax(self._logits(encoded))
+    def analyze(self, texts: Sequence[str]) -> list[Analysis]:
+        """Every head's verdict on each text, from one session run per sub-batch."""
+        strings = [str(t) for t in texts]
+        encoded = self.encode(strings)
+        heads = list(self._outputs)
+        found: list[Analysis | None] = [None] * len(strings)
+        for group, arrays in self._run(encoded, list(self._outputs.values())):
+            by_head = dict(zip(heads, arrays, strict=True))
+            probs = {h: softmax(by_head[h] / self._temperature[h]) for h in self.heads}
+            for row, i in enumerate(group):
+                cut = encoded.truncated[i]
+                predictions = {h: self._prediction(h, probs[h][row], cut) for h in self.heads}
+                entities = None
+                if self._entity_head is not None:
+                    entities = self._entities(self._entity_head, strings[i], encoded.offsets[i],
+                                              by_head[self._entity_head][row])
+                found[i] = Analysis(predictions, entities, cut)
+        return [a for a in found if a is not None]
+
+    def _prediction(self, head: str, probs: np.ndarray, truncated: bool) -> Prediction:
+        labels = self.heads[head]
+        best = int(probs.argmax())
+        return Prediction(labels[best], float(probs[best]),
+                          {label: float(p) for label, p in zip(labels, probs, strict=True)}, truncated)
+
+    def _entities(self, head: str, text: str, offsets: list[tuple[int, int]],
+                  logits: np.ndarray) -> tuple[Entity, ...]:
+        """BIO decoding of one text's token logits (rows past its own length are sub-batch padding)."""
+        labels = self.manifest.heads[head]["labels"]
+        probs = softmax(logits[: len(offsets)] / self._temperature[head])
         best = probs.argmax(axis=-1)
-        labels = self.labels
-        return [
-            Prediction(
-                label=labels[int(k)],
-                score=float(row[k]),
-                probs={label: float(p) for label, p in zip(labels, row, strict=True)},
-                truncated=cut,
-            )
-            for row, k, cut in zip(probs, best, encoded.truncated, strict=True)
-        ]
+        return decode_entities(text, offsets, [labels[int(k)] for k in best],
+                               probs[np.arange(len(best)), best].tolist())
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """The package's L2-normalized sentence embeddings (n_texts x dim), one session run per sub-batch."""
+        if self._embedding is None:
+            raise ModelError(f"package {self.version} has no embedding output", hint="export a multi-head package")
+        output, dim = self._embedding
+        out = np.zeros((len(texts), dim), dtype=np.float32)
+        for group, (vectors,) in self._run(self.encode(texts), [output]):
+            out[group] = vectors
+        return out

@@ -16,7 +16,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from clickhouse_connect.driver.query import QueryResult
 
 from stream.core.errors import ConfigError, StoreError
-from stream.core.schema import migrations, migrations_table
+from stream.core.schema import Copy, migrations, migrations_table
 from stream.core.settings import StoreSettings, mask_dsn
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -124,7 +124,11 @@ class Store:
             if migration.version in done:
                 continue
             for statement in migration.statements:
-                self.command(statement)
+                if isinstance(statement, Copy):
+                    if int(self.scalar(statement.when) or 0):
+                        self.command(statement.sql)
+                else:
+                    self.command(statement)
             self.insert(
                 "schema_migrations",
                 [[migration.version, migration.description, dt.datetime.now(dt.UTC)]],

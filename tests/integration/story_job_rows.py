@@ -1,4 +1,4 @@
-"""The event set (tests/data/events.jsonl) as scored rows, and a memoising `use` embedder, for the
+"""The event set (tests/data/events.jsonl) as items and scored rows, and a memoising `use` embedder, for the
 stories job tests: every test embeds the same 326 texts, so each text is encoded once per session."""
 
 from __future__ import annotations
@@ -7,15 +7,13 @@ import datetime as dt
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from stream.core.schema import SCORED_COLUMNS
 from stream.core.store import Store
 from stream.stories.embed import Embedder, load_embedder
 from stream.stories.evaluate import LabelledItem, load_events
-from tests.integration.alerts_rows import item_rows
+from tests.integration.alerts_rows import Row, insert, item_rows
 
 EVENTS = Path(__file__).resolve().parents[1] / "data" / "events.jsonl"
 
@@ -54,12 +52,12 @@ def negative(item_id: str) -> bool:
 
 
 def write_scored(store: Store, items: Sequence[LabelledItem], scored_at: dt.datetime | None = None) -> None:
-    """Each item's sentiment and topic rows (scored_at: 5 s after publication unless given)."""
-    rows: list[list[Any]] = []
+    """Each item's items row and its sentiment and risk rows (scored_at: 5 s after publication unless given)."""
+    rows: list[Row] = []
     for x in items:
         rows += item_rows(x.item.id, x.item.published_at, source=x.source, title=x.item.title, text=x.item.text,
                           lang=x.item.lang, negative=negative(x.item.id), scored_at=scored_at)
-    store.insert("scored", rows, SCORED_COLUMNS)
+    insert(store, rows)
 
 
 def assignments(store: Store) -> dict[str, tuple[str, str, float]]:

@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 T = dt.datetime(2025, 3, 10, 12, 0, tzinfo=dt.UTC)
 RULES_TOML = """
 [[rule]]
-name = "surge-topic"
+name = "surge-risk"
 kind = "negative_surge"
-by = "topic"
+by = "risk"
 threshold = 0.5
 min_items = 30
 window = "1h"
@@ -84,14 +84,14 @@ def test_alerts_test_prints_what_would_have_fired(
     assert lines[0] == "dry run 2025-03-10 09:00 – 2025-03-10 12:00 UTC, step 15m, 2 rule(s)"
     fired = lines[1:-1]
     assert len(fired) == 2
-    surge = next(line for line in fired if " surge-topic " in line)
+    surge = next(line for line in fired if " surge-risk " in line)
     spike = next(line for line in fired if " spike-source " in line)
-    assert "topic=社会" in surge and "negative in 1h" in surge
+    assert "risk=社会" in surge and "negative in 1h" in surge
     assert "source=zhihu" in spike and "z = " in spike
     # Both incidents grow over the last hour; each fires at the first step that crosses its threshold.
     for line in fired:
         assert "2025-03-10 11:00" <= line[:16] <= "2025-03-10 12:00"
-    assert lines[-1] == "2 alert(s) would have fired (surge-topic: 1, spike-source: 1)"
+    assert lines[-1] == "2 alert(s) would have fired (surge-risk: 1, spike-source: 1)"
     # A dry run writes nothing.
     assert store.scalar(f"SELECT count() FROM {store.database}.alerts") == 0
 
@@ -99,7 +99,7 @@ def test_alerts_test_prints_what_would_have_fired(
     alerts = json.loads(as_json.stdout)
     assert sorted((a["rule"], a["scope"]) for a in alerts) == [
         ("spike-source", "source=zhihu"),
-        ("surge-topic", "topic=社会"),
+        ("surge-risk", "risk=社会"),
     ]
 
 
@@ -123,7 +123,7 @@ def test_alerts_test_without_plants_prints_nothing(
         ],
     )
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip().splitlines()[1:] == ["0 alert(s) would have fired (surge-topic: 0, spike-source: 0)"]
+    assert result.stdout.strip().splitlines()[1:] == ["0 alert(s) would have fired (surge-risk: 0, spike-source: 0)"]
 
 
 def test_alerts_run_once_fires_then_stays_quiet(store: Store, store_settings: StoreSettings, rules_file: Path) -> None:
@@ -133,7 +133,7 @@ def test_alerts_run_once_fires_then_stays_quiet(store: Store, store_settings: St
     first = _invoke(store_settings, ["alerts", "run", "--once", "--rules", str(rules_file)])
     assert first.exit_code == 0, first.output
     assert len(first.stdout.strip().splitlines()) == 1
-    assert "surge-topic  topic=社会" in first.stdout
+    assert "surge-risk  risk=社会" in first.stdout
     again = _invoke(store_settings, ["alerts", "run", "--once", "--rules", str(rules_file)])
     assert again.exit_code == 0 and again.stdout.strip() == ""
     assert store.scalar(f"SELECT count() FROM {store.database}.alerts FINAL") == 1

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 T = dt.datetime(2025, 3, 10, 12, 0, tzinfo=dt.UTC)
 MINUTE = dt.timedelta(minutes=1)
-SURGE = {"name": "surge", "kind": "negative_surge", "by": "topic", "threshold": 0.5, "min_items": 30}
+SURGE = {"name": "surge", "kind": "negative_surge", "by": "risk", "threshold": 0.5, "min_items": 30}
 
 
 def _hook(name: str, url: str, **extra: Any) -> dict[str, Any]:
@@ -115,7 +115,7 @@ def test_alerts_from_before_the_migration_read_as_delivered(tmp_path: Path) -> N
             if migration.version < ALERT_DELIVERY:
                 for statement in migration.statements:
                     store.command(statement)
-        legacy = ["old1", "surge", "negative_surge", "warning", "topic=社会", T - dt.timedelta(hours=1), T,
+        legacy = ["old1", "surge", "negative_surge", "warning", "risk=社会", T - dt.timedelta(hours=1), T,
                   0.8, 0.5, 50, ["i1"], "legacy", T]
         store.insert("alerts", [legacy], ALERT_COLUMNS)
         store.command(migrations_table(store.database))

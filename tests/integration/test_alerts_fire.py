@@ -33,9 +33,9 @@ MINUTE = dt.timedelta(minutes=1)
 RULES = {
     "rule": [
         {
-            "name": "surge-topic",
+            "name": "surge-risk",
             "kind": "negative_surge",
-            "by": "topic",
+            "by": "risk",
             "threshold": 0.5,
             "min_items": 30,
             "window": "1h",
@@ -70,7 +70,7 @@ def test_planted_surge_and_spike_fire_once_across_cycles_and_a_restart(
     store: Store, store_settings: StoreSettings
 ) -> None:
     insert(store, demo_traffic(T))
-    insert(store, negative_surge_plant(T, topic="社会"))
+    insert(store, negative_surge_plant(T, risk="社会"))
     insert(store, volume_spike_plant(T, source="zhihu"))
 
     with webhook_receiver() as receiver:
@@ -85,10 +85,10 @@ def test_planted_surge_and_spike_fire_once_across_cycles_and_a_restart(
 
     assert sorted((d.alert.rule, d.alert.scope) for d in first) == [
         ("spike-source", "source=zhihu"),
-        ("surge-topic", "topic=社会"),
+        ("surge-risk", "risk=社会"),
     ]
     assert second == [] and third == [] and fourth == []
-    assert _fired(store) == [("spike-source", "source=zhihu", 1), ("surge-topic", "topic=社会", 1)]
+    assert _fired(store) == [("spike-source", "source=zhihu", 1), ("surge-risk", "risk=社会", 1)]
 
     rows = store.rows(
         f"SELECT rule, kind, severity, window_start, window_end, value, threshold, item_count, sample_ids "
@@ -111,21 +111,21 @@ def test_planted_surge_and_spike_fire_once_across_cycles_and_a_restart(
 
     # Each alert was posted once, with the stored alert id.
     posted = sorted(r.json()["rule"] for r in receiver.received)
-    assert posted == ["spike-source", "surge-topic"]
+    assert posted == ["spike-source", "surge-risk"]
     stored_ids = {str(r[0]) for r in store.rows(f"SELECT alert_id FROM {store.database}.alerts FINAL")}
     assert {r.json()["alert_id"] for r in receiver.received} == stored_ids
 
 
 def test_cooldown_expiry_fires_a_still_running_incident_again(store: Store) -> None:
     insert(store, demo_traffic(T))
-    insert(store, negative_surge_plant(T, topic="社会"))
+    insert(store, negative_surge_plant(T, risk="社会"))
     short = parse_rules({"rule": [{**RULES["rule"][0], "cooldown": "10m"}]})
     with LiveRunner(store, short) as runner:
         assert len(runner.cycle(T - 5 * MINUTE)) == 1
         assert runner.cycle(T) == []  # 5 minutes later: cooling down
         again = runner.cycle(T + 5 * MINUTE)  # 10 minutes later, the surge still in the window
-    assert [(d.alert.rule, d.alert.scope) for d in again] == [("surge-topic", "topic=社会")]
-    assert _fired(store) == [("surge-topic", "topic=社会", 2)]
+    assert [(d.alert.rule, d.alert.scope) for d in again] == [("surge-risk", "risk=社会")]
+    assert _fired(store) == [("surge-risk", "risk=社会", 2)]
 
 
 def test_nothing_fires_on_the_same_traffic_without_plants(store: Store) -> None:
@@ -140,7 +140,7 @@ def test_nothing_fires_on_the_same_traffic_without_plants(store: Store) -> None:
 
 def test_a_new_model_version_scoring_only_the_last_hour(store: Store) -> None:
     insert(store, demo_traffic(T))
-    insert(store, negative_surge_plant(T, topic="社会"))
+    insert(store, negative_surge_plant(T, risk="社会"))
     # A newer sentiment model re-scored the last hour and finds nothing negative there.
     version_at, label_at, probs_at, scored_at = (
         SCORED_COLUMNS.index(c) for c in ("model_version", "label", "probs", "scored_at")
@@ -156,7 +156,7 @@ def test_a_new_model_version_scoring_only_the_last_hour(store: Store) -> None:
         values[probs_at] = {"negative": 0.1, "positive": 0.9}
         values[scored_at] = T + dt.timedelta(days=1)
         newer.append(values)
-    insert(store, newer)
+    store.insert("scored", newer, SCORED_COLUMNS)
 
     surge, spike = RULES["rule"]
     # By default the latest version (sent-v2) is read: no surge, and its empty past is no baseline.
@@ -164,12 +164,12 @@ def test_a_new_model_version_scoring_only_the_last_hour(store: Store) -> None:
         assert runner.cycle(T) == []
     pinned = parse_rules({"rule": [{**surge, "name": "pinned", "sentiment_version": "sent-v1"}]})
     with LiveRunner(store, pinned) as runner:
-        assert [(d.alert.rule, d.alert.scope) for d in runner.cycle(T)] == [("pinned", "topic=社会")]
+        assert [(d.alert.rule, d.alert.scope) for d in runner.cycle(T)] == [("pinned", "risk=社会")]
 
 
 def test_alerts_are_published_to_the_kafka_alerts_topic(store: Store, kafka_bootstrap: str, topic_name: str) -> None:
     insert(store, demo_traffic(T))
-    insert(store, negative_surge_plant(T, topic="社会"))
+    insert(store, negative_surge_plant(T, risk="社会"))
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     try:
         admin.create_topics([NewTopic(topic_name, num_partitions=1, replication_factor=1)])
@@ -197,5 +197,5 @@ def test_alerts_are_published_to_the_kafka_alerts_topic(store: Store, kafka_boot
     assert len(messages) == 1
     body = json.loads(messages[0].value.decode("utf-8"))
     assert messages[0].key.decode() == body["alert_id"] == fired[0].alert.alert_id
-    assert body["rule"] == "surge-topic" and body["scope"] == "topic=社会"
+    assert body["rule"] == "surge-risk" and body["scope"] == "risk=社会"
     assert body["window"] == "1h" and body["sample_ids"]

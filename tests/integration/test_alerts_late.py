@@ -24,7 +24,7 @@ MINUTE = dt.timedelta(minutes=1)
 SURGE = {
     "name": "surge",
     "kind": "negative_surge",
-    "by": "topic",
+    "by": "risk",
     "threshold": 0.5,
     "min_items": 30,
     "window": "1h",
@@ -42,7 +42,7 @@ def _late_plant(published_from: dt.datetime, scored_at: dt.datetime, prefix: str
             f"{prefix}-{n:03d}",
             published_from + dt.timedelta(seconds=67 * n),
             source=("weibo", "xinhua", "zhihu")[n % 3],
-            topic="社会",
+            risk="社会",
             negative=n % 10 != 0,
             title="水库溃坝通报" if n == 0 else f"事故 {n}",
             scored_at=scored_at,
@@ -77,7 +77,7 @@ def test_items_scored_three_windows_late_fire_once_across_cycles_and_a_restart(
         assert runner.cycle(T + 2 * MINUTE) == []
         assert runner.cycle(T + 3 * MINUTE) == []
 
-    assert sorted((d.alert.rule, d.alert.scope) for d in fired) == [("surge", "topic=社会"), ("watch", "term=溃坝")]
+    assert sorted((d.alert.rule, d.alert.scope) for d in fired) == [("surge", "risk=社会"), ("watch", "term=溃坝")]
     surge = next(d.alert for d in fired if d.alert.rule == "surge")
     # The window aligned to the rule's window that holds them; fired now.
     assert (surge.window_start, surge.window_end, surge.fired_at) == (T - 3 * HOUR, T - 2 * HOUR, T)
@@ -86,7 +86,7 @@ def test_items_scored_three_windows_late_fire_once_across_cycles_and_a_restart(
     watch = next(d.alert for d in fired if d.alert.rule == "watch")
     assert watch.sample_ids == ("late-000",) and watch.samples[0].title == "水库溃坝通报"
     assert _fired(store) == [
-        ("surge", "topic=社会", T - 2 * HOUR, 1),
+        ("surge", "risk=社会", T - 2 * HOUR, 1),
         ("watch", "term=溃坝", T - 2 * HOUR, 1),
     ]
 
@@ -103,7 +103,7 @@ def test_a_late_incident_within_a_cooldown_of_one_that_fired_stays_quiet(store: 
     with LiveRunner(store, short) as runner:
         assert [d.alert.window_end for d in runner.cycle(T + 2 * MINUTE)] == [T - 2 * HOUR]
         assert runner.cycle(T + 3 * MINUTE) == []
-    assert _fired(store) == [("surge", "topic=社会", T - 2 * HOUR, 1), ("surge", "topic=社会", T, 1)]
+    assert _fired(store) == [("surge", "risk=社会", T - 2 * HOUR, 1), ("surge", "risk=社会", T, 1)]
 
 
 def test_a_new_late_item_in_a_reported_window_reports_only_itself(store: Store) -> None:

@@ -87,17 +87,17 @@ def test_watch_list_negative_only(store: Store) -> None:
         assert _scopes(runner.cycle(T)) == {"term=裁员": ["n1"]}
 
 
-def test_scope_filters_source_topic_lang_keyword(store: Store) -> None:
+def test_scope_filters_source_risk_lang_keyword(store: Store) -> None:
     _items(
         store,
         [
-            {"id": "k1", "title": "暴雨预警", "source": "weibo", "topic": "社会", "lang": "zh"},
-            {"id": "k2", "title": "暴雨预警", "source": "xinhua", "topic": "社会", "lang": "zh"},
-            {"id": "k3", "title": "暴雨预警", "source": "weibo", "topic": "财经", "lang": "zh"},
-            {"id": "k4", "title": "暴雨预警 storm", "source": "weibo", "topic": "社会", "lang": "en"},
+            {"id": "k1", "title": "暴雨预警", "source": "weibo", "risk": "社会", "lang": "zh"},
+            {"id": "k2", "title": "暴雨预警", "source": "xinhua", "risk": "社会", "lang": "zh"},
+            {"id": "k3", "title": "暴雨预警", "source": "weibo", "risk": "财经", "lang": "zh"},
+            {"id": "k4", "title": "暴雨预警 storm", "source": "weibo", "risk": "社会", "lang": "en"},
         ],
     )
-    scope = {"source": ["weibo"], "topic": ["社会"], "lang": ["zh"], "keyword": ["预警"]}
+    scope = {"source": ["weibo"], "risk": ["社会"], "lang": ["zh"], "keyword": ["预警"]}
     with LiveRunner(store, parse_rules(_watch(terms=["暴雨"], scope=scope))) as runner:
         assert _scopes(runner.cycle(T)) == {"term=暴雨": ["k1"]}
 
@@ -137,7 +137,7 @@ def test_sql_injection_in_terms_and_scopes_is_just_text(store: Store) -> None:
                     "scope": {
                         "keyword": [INJECTION, "') OR 1=1 --"],
                         "lang": ["zh' OR '1'='1"],
-                        "topic": ["社会') OR ('1'='1"],
+                        "risk": ["社会') OR ('1'='1"],
                     },
                 },
             ]
@@ -193,7 +193,8 @@ def test_no_rule_or_item_value_reaches_the_sql_text(store: Store, monkeypatch: p
                     "by": "keyword",
                     "threshold": 0.01,
                     "min_items": 1,
-                    "scope": {"keyword": hostile, "source": hostile, "topic": hostile, "lang": hostile},
+                    "scope": {"keyword": hostile, "source": hostile, "risk": hostile, "category": hostile,
+                              "lang": hostile},
                 },
             ],
         }

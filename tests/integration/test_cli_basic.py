@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 def test_db_init_then_sql_counts_zero(tmp_path: Path) -> None:
     dsn = f"chdb://{tmp_path / 'store'}"
     first = run_cli("db", "init", "--store", dsn)
-    assert first.returncode == 0 and "applied [1, 2, 3, 4, 5, 6]" in first.stdout
+    assert first.returncode == 0 and "applied [1, 2, 3, 4, 5, 6, 7])" in first.stdout
     again = run_cli("db", "init", "--store", dsn)
     assert again.returncode == 0 and "already current" in again.stdout
     out = run_cli("sql", "SELECT count() AS n FROM yuqing.scored", "--store", dsn, "--format", "json")

@@ -7,7 +7,8 @@ import datetime as dt
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -19,8 +20,18 @@ from kafka.admin import NewTopic
 from stream.consumer.app import run_pipeline
 from stream.consumer.sink import ClickHouseSink
 from stream.core.errors import StoreError
-from stream.core.items import classify
-from stream.core.records import BadRecord, Batch, NewsItem, Prediction, ScoredRow, SourceRecord
+from stream.core.items import classify, normalize_entity
+from stream.core.records import (
+    Analysis,
+    BadRecord,
+    Batch,
+    Entity,
+    EntityRow,
+    NewsItem,
+    Prediction,
+    ScoredRow,
+    SourceRecord,
+)
 from stream.core.settings import KafkaSettings, Settings, StoreSettings
 from stream.core.store import Store
 from stream.kafka.admin import ensure_topic, group_lag
@@ -35,16 +46,23 @@ PARTITIONS = 4
 
 
 class KeywordScorer:
-    """A real Scorer without a model file: the store and the broker are what these tests are about."""
+    """A real Scorer without a model file: the store and the broker are what these tests are about.
+    Two heads, and entities: every word that starts with a capital letter."""
 
-    name, task, version, max_length = "kw", "sentiment", "kw-1", 64
-    labels: Sequence[str] = ("negative", "positive")
+    name, version, max_length = "kw", "kw-1", 64
+    heads: Mapping[str, Sequence[str]] = MappingProxyType(
+        {"sentiment": ("negative", "positive"), "category": ("finance", "sports")}
+    )
 
-    def score(self, texts: Sequence[str]) -> list[Prediction]:
+    def analyze(self, texts: Sequence[str]) -> list[Analysis]:
         out = []
         for t in texts:
             p = 0.9 if "bad" in t else 0.1
-            out.append(Prediction("negative" if p > 0.5 else "positive", max(p, 1 - p), {"negative": p}))
+            sentiment = Prediction("negative" if p > 0.5 else "positive", max(p, 1 - p), {"negative": p})
+            category = Prediction("finance", 0.6, {"finance": 0.6, "sports": 0.4})
+            words = [(w, t.index(w)) for w in t.split() if w[:1].isupper()]
+            entities = tuple(Entity(w, normalize_entity(w), "ORG", at, at + len(w), 0.8) for w, at in words)
+            out.append(Analysis({"sentiment": sentiment, "category": category}, entities))
         return out
 
 
@@ -201,6 +219,8 @@ def test_rows_the_store_refuses_for_good_are_dead_letters_and_the_others_land(
     evil = sorted(i for i in range(50) if i % 10 == 3)
     assert counts.by_kind == {"store_rejected": len(evil)} and counts.scored_items == 50 - len(evil)
     assert store.scalar(f"SELECT uniqExact(id) FROM {db}.scored FINAL") == 50 - len(evil)
+    # The refused messages' rows were left out of the tables written after `scored`.
+    assert store.scalar(f"SELECT uniqExact(id) FROM {db}.entities FINAL") == 50 - len(evil)
     letters = store.rows(f"SELECT kafka_offset, error_kind, error, dlq_status, raw FROM {db}.dead_letters FINAL "
                          "ORDER BY kafka_offset")
     assert [json.loads(raw)["id"] for *_, raw in letters] == [f"item-{i}" for i in evil]
@@ -211,6 +231,51 @@ def test_rows_the_store_refuses_for_good_are_dead_letters_and_the_others_land(
     assert sorted(json.loads(m.value)["id"] for m in dlq) == sorted(f"item-{i}" for i in evil)
 
 
+def test_entity_sets_the_store_refuses_dead_letter_only_their_messages(
+    kafka_bootstrap: str, topic_name: str, group_name: str, store: Store, store_settings: StoreSettings
+) -> None:
+    """A CHECK on `entities` refuses the sets naming Evil: those messages become dead letters (their
+    items and scored rows, written before, stay), every other message lands in all three tables."""
+    db = store.database
+    store.command(f"ALTER TABLE {db}.entities ADD CONSTRAINT no_evil CHECK NOT has(entity_normalized, 'evil')")
+    items = [dict(news_item(i), title=f"Evil report {i}" if i % 7 == 2 else f"plain report {i}") for i in range(40)]
+    produce(kafka_bootstrap, topic_name, items)
+    counts = run_pipeline(consumer_settings(kafka_bootstrap, topic_name, group_name, store_settings), "kafka",
+                          scorers=[KeywordScorer()], idle_exit_s=3)
+    evil = [i for i in range(40) if i % 7 == 2]
+    assert counts.by_kind == {"store_rejected": len(evil)} and counts.scored_items == 40 - len(evil)
+    landed = {r[0] for r in store.rows(f"SELECT id FROM {db}.entities FINAL")}
+    assert landed == {f"item-{i}" for i in range(40) if i not in evil}
+    assert store.scalar(f"SELECT uniqExact(id) FROM {db}.items FINAL") == 40
+    assert store.rows(f"SELECT task, count() FROM {db}.scored FINAL GROUP BY task ORDER BY task") == [
+        ("category", 40), ("sentiment", 40)]
+    letters = store.rows(f"SELECT error_kind, error, raw FROM {db}.dead_letters FINAL ORDER BY kafka_offset")
+    assert [json.loads(raw)["id"] for *_, raw in letters] == [f"item-{i}" for i in evil]
+    assert all(k == "store_rejected" and e.startswith("entities: Code: 469") for k, e, _ in letters)
+    assert committed_total(kafka_bootstrap, group_name) == 40
+
+
+def test_an_items_row_the_store_refuses_keeps_its_messages_out_of_scored_and_entities(store: Store) -> None:
+    """Two messages of one id in a batch share one items row: refused, both are dead letters and
+    neither writes a score without a text."""
+    db = store.database
+    store.command(f"ALTER TABLE {db}.items ADD CONSTRAINT no_evil CHECK source != 'evil'")
+    now = dt.datetime.now(dt.UTC)
+    rows, sets = [], []
+    for offset, (item_id, source) in enumerate([("a", "wire"), ("x", "wire"), ("x", "evil"), ("b", "wire")]):
+        payload = json.dumps({"id": item_id, "source": source, "title": "t", "text": "Some text"}).encode()
+        record = SourceRecord("news", 0, offset, 1_700_000_000_000, None, payload)
+        item = classify(record, 100_000)
+        assert isinstance(item, NewsItem)
+        rows.append(ScoredRow(record, item, "kw", "sentiment", "kw-1", Prediction("positive", 0.9, {}), now))
+        sets.append(EntityRow(record, item, "kw-1", "positive", (), now))
+    refused = ClickHouseSink(store, None).write_batch(rows, sets, [])
+    assert sorted(b.record.offset for b in refused) == [1, 2]
+    assert {b.kind for b in refused} == {"store_rejected"} and refused[0].error.startswith("items: Code: 469")
+    for table in ("items", "scored", "entities"):
+        assert sorted(r[0] for r in store.rows(f"SELECT id FROM {db}.{table} FINAL")) == ["a", "b"], table
+
+
 def dead_letter(offset: int, ts_ms: int) -> BadRecord:
     return BadRecord(SourceRecord("news", 0, offset, ts_ms, None, b"{oops"), "invalid_json", "not JSON")
 
@@ -218,7 +283,7 @@ def dead_letter(offset: int, ts_ms: int) -> BadRecord:
 def test_dead_letters_spanning_more_months_than_one_insert_may_write_all_land(store: Store) -> None:
     start = dt.datetime(2010, 1, 15, tzinfo=dt.UTC)
     bad = [dead_letter(i, int((start + dt.timedelta(days=31 * i)).timestamp() * 1000)) for i in range(150)]
-    refused = ClickHouseSink(store, None).write_batch([], bad)  # 150 monthly partitions: code 252 first
+    refused = ClickHouseSink(store, None).write_batch([], [], bad)  # 150 monthly partitions: code 252 first
     assert refused == []
     assert store.scalar(f"SELECT count() FROM {store.database}.dead_letters FINAL") == 150
 
@@ -229,11 +294,11 @@ def test_an_outage_is_not_mistaken_for_a_refusal(store: Store) -> None:
     store.command(f"DETACH TABLE {db}.dead_letters")
     try:
         with pytest.raises(StoreError) as caught:
-            sink.write_batch([], [dead_letter(1, 1_700_000_000_000)])
+            sink.write_batch([], [], [dead_letter(1, 1_700_000_000_000)])
         assert caught.value.code == 60  # UNKNOWN_TABLE: raised for the loop to retry, nothing dead-lettered
     finally:
         store.command(f"ATTACH TABLE {db}.dead_letters")
-    assert sink.write_batch([], [dead_letter(1, 1_700_000_000_000)]) == []
+    assert sink.write_batch([], [], [dead_letter(1, 1_700_000_000_000)]) == []
     assert store.scalar(f"SELECT count() FROM {db}.dead_letters") == 1
 
 
@@ -242,15 +307,19 @@ def test_an_outage_is_not_mistaken_for_a_refusal(store: Store) -> None:
 def test_hostile_messages_are_written_by_the_real_store(store: Store, messages: list[tuple[bytes, int | None]]) -> None:
     now = dt.datetime.now(dt.UTC)
     rows: list[ScoredRow] = []
+    sets: list[EntityRow] = []
     bad: list[BadRecord] = []
     for offset, (payload, ts) in enumerate(messages):
         record = SourceRecord("news", 0, offset, ts, None, payload)
         verdict = classify(record, 100_000)
         if isinstance(verdict, NewsItem):
             rows.append(ScoredRow(record, verdict, "kw", "sentiment", "kw-1", Prediction("positive", 0.9, {}), now))
+            text = verdict.model_text  # an entity cut anywhere in a hostile text, as a model could cut it
+            found = Entity(text[:3], normalize_entity(text[:3]), "PER", 0, min(3, len(text)), 0.5)
+            sets.append(EntityRow(record, verdict, "kw-1", "positive", (found,), now))
         else:
             bad.append(verdict)
-    assert ClickHouseSink(store, None).write_batch(rows, bad) == []  # nothing refused: every row encodes
+    assert ClickHouseSink(store, None).write_batch(rows, sets, bad) == []  # nothing refused: every row encodes
 
 
 # -- dead letters never block ---------------------------------------------------------------------

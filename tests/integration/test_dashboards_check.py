@@ -59,7 +59,7 @@ def test_check_passes_on_the_committed_dashboards(schema_tools: Path) -> None:
         data = json.loads((build.GENERATED_DIR / f"{name}.json").read_text(encoding="utf-8"))
         for panel in panels_of(data):
             assert f"{name}.json · #{panel['id']} {panel['title']} [default]" in out
-    assert "yuqing-drilldown.json · #9 Items [hostile] 0 rows" in out
+    assert "yuqing-drilldown.json · #10 Items [hostile] 0 rows" in out
     assert "alert rules · Negative surge (A) [now]" in out and "alert rules · Volume spike (A) [now]" in out
 
 
@@ -73,10 +73,10 @@ def _broken_copy(tmp_path: Path) -> Path:
             items = panels[0]  # stat "Items": a column that does not exist
             items["targets"][0]["rawSql"] = items["targets"][0]["rawSql"].replace("count() AS items",
                                                                                   "sum(no_such_column) AS items")
-            by_sentiment = panels[4]  # "Items by sentiment": values the schema does not allow
+            by_sentiment = panels[5]  # "Items by sentiment": values the schema does not allow
             by_sentiment["gridPos"]["h"] = "tall"
             by_sentiment["options"]["legend"]["displayMode"] = "sideways"
-            fired = panels[8]  # "Fired alerts": a table asking for time-series format
+            fired = panels[13]  # "Fired alerts": a table asking for time-series format
             fired["targets"][0]["format"] = 0
         if name == "yuqing-pipeline.json":
             lag = data["panels"][6]  # "Consumer lag by partition": rows no longer in time order
@@ -95,20 +95,20 @@ def test_check_catches_broken_sql_and_schema_violations(tmp_path: Path, store: S
 
     where = {(i.dashboard, i.where) for i in report.type_issues}
     assert where == {("yuqing-overview.json", "dashboard"),
-                     ("yuqing-overview.json", "panel 5 'Items by sentiment' (timeseries)")}
+                     ("yuqing-overview.json", "panel 6 'Items by sentiment' (timeseries)")}
     messages = " ".join(i.message for i in report.type_issues)
     assert "'string' is not assignable to type 'number'" in messages and '"sideways"' in messages
 
     failed = {(r.dashboard, r.panel) for r in report.sql if not r.ok}
     assert failed == {
         ("yuqing-overview.json", "#1 Items"),
-        ("yuqing-overview.json", "#9 Fired alerts"),
+        ("yuqing-overview.json", "#14 Fired alerts"),
         ("yuqing-pipeline.json", "#7 Consumer lag by partition"),
         ("yuqing-pipeline.json", "#1 Consumed"),
     }
     problems = {r.panel: r.problem or "" for r in report.sql if not r.ok}
     assert "no_such_column" in problems["#1 Items"].lower() or "unknown" in problems["#1 Items"].lower()
-    assert "format 0 does not suit a table panel" in problems["#9 Fired alerts"]
+    assert "format 0 does not suit a table panel" in problems["#14 Fired alerts"]
     assert "ascending" in problems["#7 Consumer lag by partition"]
     assert "variables not percent-encoded: ${group:sqlstring}" in problems["#1 Consumed"]
     assert sum(r.ok for r in report.sql) > 40  # everything else still passes

@@ -25,9 +25,10 @@ def test_scores_from_packages_round_trip_through_the_store(tiny_packages: list[P
          NewsItem(f"id-{i}", "wire", f"https://news.example/{i}", "", text, "en", now))
         for i, text in enumerate(texts)
     ]
-    rows, bad = score_items(items, scorers)
-    assert bad == [] and len(rows) == len(texts) * len(scorers)
-    ClickHouseSink(store, dlq=None).write_batch(rows, [])
+    scored = score_items(items, scorers)
+    rows = scored.rows
+    assert scored.bad == [] and len(rows) == len(texts) * len(scorers)
+    ClickHouseSink(store, dlq=None).write_batch(rows, scored.entities, [])
 
     stored = store.rows(
         f"SELECT id, task, model_name, model_version, label, score, probs, truncated "
@@ -36,11 +37,12 @@ def test_scores_from_packages_round_trip_through_the_store(tiny_packages: list[P
     assert len(stored) == len(rows)
     by_key = {(r[0], r[1]): r for r in stored}
     for scorer in scorers:
-        predictions = scorer.score(texts)
+        [(head, labels)] = scorer.heads.items()
+        predictions = [a.predictions[head] for a in scorer.analyze(texts)]
         for i, prediction in enumerate(predictions):
-            _, task, name, version, label, score, probs, truncated = by_key[(f"id-{i}", scorer.task)]
-            assert (task, name, version, label) == (scorer.task, scorer.name, scorer.version, prediction.label)
+            _, task, name, version, label, score, probs, truncated = by_key[(f"id-{i}", head)]
+            assert (task, name, version, label) == (head, scorer.name, scorer.version, prediction.label)
             assert score == pytest.approx(prediction.score, abs=1e-6)
-            assert set(probs) == set(scorer.labels)
+            assert set(probs) == set(labels)
             assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
             assert truncated == (i == 2)

@@ -85,8 +85,9 @@ def test_feed_entries_reach_the_store_once(
     assert run.returncode == 0, run.stderr
     with Store(StoreSettings(dsn=dsn)) as store:
         rows = store.rows(
-            "SELECT source, lang, title, published_at FROM yuqing.scored FINAL WHERE task = 'sentiment' "
-            "ORDER BY source, title"
+            "SELECT s.source, s.lang, i.title, s.published_at FROM yuqing.scored AS s FINAL "
+            "INNER JOIN (SELECT id, title FROM yuqing.items FINAL) AS i ON s.id = i.id "
+            "WHERE s.task = 'sentiment' ORDER BY s.source, i.title"
         )
         per_task = dict(store.rows("SELECT task, uniqExact(id) FROM yuqing.scored FINAL GROUP BY task"))
     assert per_task == {"sentiment": 7, "topic": 7}

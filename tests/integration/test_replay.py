@@ -113,7 +113,7 @@ def test_replay_one_day_with_a_new_version(
     diff = run_cli("diff", "--model-version", v1, "--model-version", v2, "--store", dsn, "--json", "-")
     assert diff.returncode == 0, diff.stderr
     report = json.loads(diff.stdout)
-    assert report["common"] == 40
+    assert report["heads"]["sentiment"]["common"] == 40
 
 
 def test_replay_reports_the_part_past_retention(

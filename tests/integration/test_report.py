@@ -131,7 +131,7 @@ def planted(store: Store) -> Store:
             negative=True,
         ),
     )
-    rules = {"rule": [{"name": "surge", "kind": "negative_surge", "by": "topic", "threshold": 0.5, "min_items": 30}]}
+    rules = {"rule": [{"name": "surge", "kind": "negative_surge", "by": "risk", "threshold": 0.5, "min_items": 30}]}
     with LiveRunner(store, parse_rules(rules)) as runner:
         assert len(runner.cycle(T)) == 1
     # The surge is one event: 40 of its 50 items in one story (two near-copies), 10 not assigned
@@ -162,7 +162,7 @@ def test_brief_contents(planted: Store, store_settings: StoreSettings, tmp_path:
         {"s": T - dt.timedelta(hours=24), "e": T},
     )
     assert f"<b>{total}</b>" in page
-    assert "topic=社会" in page  # the fired alert
+    assert "risk=社会" in page  # the fired alert
     assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     assert re.search(r'href="https://news\.example/weibo/evil"', page)
     assert "2025-03-09 12:00 – 2025-03-10 12:00 UTC" in page
@@ -221,6 +221,53 @@ def test_since_accepts_durations_and_rfc3339(planted: Store, store_settings: Sto
     assert bad.exit_code != 0
 
 
+def _tied(store: Store) -> None:
+    """Negative items whose P(negative) ties at 0.9 (the rest neutral or positive in different
+    measure), published at different times, and entities with their items' sentiment."""
+    rows = []
+    for item_id, minutes, pos in (("t-pos-old", 50, 0.08), ("t-neu-old", 40, 0.0), ("t-neu-new", 10, 0.0),
+                                  ("t-pos-new", 5, 0.08), ("t-mid", 30, 0.04)):
+        rows += item_rows(item_id, T - dt.timedelta(minutes=minutes), sentiment="negative", category="society",
+                          probs={"negative": 0.9, "neutral": round(0.1 - pos, 2), "positive": pos},
+                          title=f"华为 {item_id}", entities=[("华为", "ORG")])
+    rows += item_rows("top", T - dt.timedelta(minutes=45), sentiment="negative", category="finance",
+                      probs={"negative": 0.95, "neutral": 0.05, "positive": 0.0}, title="《华为》亏损",
+                      entities=[("《华为》", "ORG"), ("深圳", "LOC")])
+    for n in range(4):
+        rows += item_rows(f"n{n}", T - dt.timedelta(minutes=20 + n), sentiment="neutral", category="finance",
+                          probs={"negative": 0.3, "neutral": 0.6, "positive": 0.1}, entities=[("深圳", "LOC")])
+    rows += item_rows("p0", T - dt.timedelta(minutes=15), sentiment="positive", category="finance",
+                      entities=[("华为", "LOC")])
+    insert(store, rows)
+
+
+def test_brief_by_category_entities_and_a_ranked_negative_list(store: Store, store_settings: StoreSettings,
+                                                               tmp_path: Path) -> None:
+    _tied(store)
+    pages = []
+    for name in ("a.html", "b.html"):
+        _report(store_settings, tmp_path / name, "--since", "2025-03-10T10:00:00Z", "--until", "2025-03-10T12:00:00Z")
+        pages.append((tmp_path / name).read_text(encoding="utf-8"))
+    page = pages[0]
+    # Ties at 0.900 ranked by less positive mass, then the newest: the same on every run.
+    order = re.findall(r"/weibo/(\w[\w-]*)\"", "".join(_rows(page, "items")))
+    assert order == ["top", "t-neu-new", "t-neu-old", "t-mid", "t-pos-new", "t-pos-old"]
+    assert re.findall(r"/weibo/(\w[\w-]*)\"", "".join(_rows(pages[1], "items"))) == order
+    assert '<td class="num">0.950</td>' in page and page.count('<td class="num">0.900</td>') == 5
+    categories = _rows(page, "categories")
+    # finance: 6 items, 1 negative, 4 neutral, 1 positive -> 50% of the non-neutral; society all negative.
+    assert categories[0].startswith('<tr><td class="name">finance</td><td class="count">6</td><td class="count">1'
+                                    '</td><td class="count">4</td><td class="count">1</td><td class="count">50%')
+    assert '<td class="name">society</td><td class="count">5</td>' in categories[1] and "100%" in categories[1]
+    entities = _rows(page, "entities")
+    # 华为 as an ORG: five plain spellings and one in quotes, one entity named as most write it; as a
+    # place it is another.
+    assert '<td class="name">华为</td><td>ORG</td><td class="count">6</td><td class="count">6</td>' in entities[0]
+    assert '<td class="name">深圳</td><td>LOC</td><td class="count">5</td><td class="count">1</td>' in entities[1]
+    assert '<td class="name">华为</td><td>LOC</td><td class="count">1</td><td class="count">0</td>' in entities[2]
+    assert len(entities) == 3
+
+
 @needs_chromium
 def test_brief_charts_draw_in_headless_chromium(planted: Store, store_settings: StoreSettings, tmp_path: Path) -> None:
     out = tmp_path / "brief.html"
@@ -229,9 +276,9 @@ def test_brief_charts_draw_in_headless_chromium(planted: Store, store_settings: 
     # The page's own script counted the shapes the browser laid out, per chart, after load.
     assert 'data-charts-rendered="3/3"' in dom
     rendered = dict(re.findall(r'data-chart="(\w+)"[^>]*data-rendered="(\d+)"', dom))
-    assert set(rendered) == {"timeline", "topics", "sources"}
+    assert set(rendered) == {"timeline", "risks", "sources"}
     assert int(rendered["timeline"]) >= 48  # 24 buckets x (negative + positive)
-    assert int(rendered["topics"]) >= 2 * 5  # track + bar per topic
+    assert int(rendered["risks"]) >= 2 * 5  # track + bar per risk topic
     assert int(rendered["sources"]) >= 2 * 4
     assert "<img" not in dom  # escaped data stayed text
     assert len(re.findall(r'<tr data-story="[^"]+">', dom)) == 2  # the top stories table laid out

@@ -5,9 +5,10 @@ import datetime as dt
 import pytest
 
 from stream.core.errors import StoreError
-from stream.core.schema import SCORED_BY_ID, SCORED_COLUMNS, migrations
+from stream.core.schema import ITEMS_ONCE, SCORED_BY_ID, SCORED_COLUMNS, Copy, migrations, migrations_table
 from stream.core.settings import StoreSettings
 from stream.core.store import Store
+from stream.tools.bench.storage import V6_SCORED_COLUMNS
 
 pytestmark = pytest.mark.integration
 
@@ -15,11 +16,25 @@ T0 = dt.datetime(2026, 11, 20, 8, 30, tzinfo=dt.UTC)
 
 
 def scored_row(item_id: str, version: str = "sent-v1", label: str = "negative", minute: int = 0,
-               scored: dt.timedelta = dt.timedelta(0)) -> list[object]:
+               scored: dt.timedelta = dt.timedelta(0), task: str = "sentiment") -> list[object]:
     ts = T0 + dt.timedelta(minutes=minute)
-    return [item_id, "wire", f"https://e.x/{item_id}", "title", "text", "en", ts, ts, "news", 0, 1,
-            "sentiment", "sentiment-test", version, label, 0.9, {"negative": 0.9, "positive": 0.1}, False,
-            ts + scored]
+    return [item_id, "wire", "en", ts, ts, "news", 0, 1, task, "sentiment-test", version, label, 0.9,
+            {"negative": 0.9, "positive": 0.1}, False, ts + scored]
+
+
+def v6_row(item_id: str, text: str = "text", **kw: object) -> list[object]:
+    """A `scored` row of the layout before ITEMS_ONCE: url, title and text on it."""
+    row = scored_row(item_id, **kw)  # type: ignore[arg-type]
+    return [*row[:2], f"https://e.x/{item_id}", f"title {item_id}", text, *row[2:]]
+
+
+def apply_migrations_before(store: Store, version: int) -> None:
+    store.command(f"CREATE DATABASE IF NOT EXISTS {store.database}")
+    for migration in migrations(store.database):
+        if migration.version < version:
+            for statement in migration.statements:
+                assert isinstance(statement, str)
+                store.command(statement)
 
 
 def tables_of(store: Store) -> set[str]:
@@ -64,15 +79,11 @@ def test_the_migration_moves_an_old_layout_store(store_settings: StoreSettings) 
     old = Store(store_settings)
     db = old.database
     try:
-        old.command(f"CREATE DATABASE IF NOT EXISTS {db}")
-        for migration in migrations(db):
-            if migration.version < SCORED_BY_ID:
-                for statement in migration.statements:
-                    old.command(statement)
+        apply_migrations_before(old, SCORED_BY_ID)
         # the same (id, version) twice under the old key: another published_at hour, another label
-        old.insert("scored", [scored_row("a"), scored_row("b"), scored_row("c", version="sent-v2")], SCORED_COLUMNS)
-        old.insert("scored", [scored_row("a", minute=90, label="positive", scored=dt.timedelta(minutes=5))],
-                   SCORED_COLUMNS)
+        old.insert("scored", [v6_row("a"), v6_row("b"), v6_row("c", version="sent-v2")], V6_SCORED_COLUMNS)
+        old.insert("scored", [v6_row("a", minute=90, label="positive", scored=dt.timedelta(minutes=5))],
+                   V6_SCORED_COLUMNS)
         assert old.scalar(f"SELECT count() FROM {db}.scored FINAL") == 4  # the defect: two rows for `a`
         applied = old.init_schema()
         assert SCORED_BY_ID in applied
@@ -116,3 +127,65 @@ def test_bad_database_name_rejected(store_settings: StoreSettings) -> None:
 
     with pytest.raises(ConfigError):
         Store(store_settings.model_copy(update={"database": "x; DROP"}))
+
+
+def _v6_store(store_settings: StoreSettings) -> Store:
+    """A store at schema 6 holding texts on every row: two heads, the risk head under its old name
+    `topic`, an item delivered twice with another text the second time."""
+    old = Store(store_settings)
+    apply_migrations_before(old, ITEMS_ONCE)
+    old.command(migrations_table(old.database))
+    old.insert("schema_migrations", [[m.version, m.description, T0] for m in migrations(old.database)
+                                     if m.version < ITEMS_ONCE], ["version", "description", "applied_at"])
+    rows = [v6_row(f"i{k}", text=f"body {k}", task=task, label=label)
+            for k in range(20) for task, label in (("sentiment", "negative"), ("topic", "health"))]
+    old.insert("scored", rows, V6_SCORED_COLUMNS)
+    old.insert("scored", [v6_row("i0", text="body 0, corrected", scored=dt.timedelta(minutes=3))], V6_SCORED_COLUMNS)
+    return old
+
+
+def _assert_moved(store: Store) -> None:
+    db = store.database
+    assert store.scalar(f"SELECT count() FROM {db}.items FINAL") == 20
+    assert store.rows(f"SELECT url, title, text FROM {db}.items FINAL WHERE id = 'i0'") == [
+        ("https://e.x/i0", "title i0", "body 0, corrected")]  # the latest delivery's text
+    assert store.rows(f"SELECT text FROM {db}.items FINAL WHERE id = 'i7'") == [("body 7",)]
+    assert store.rows(f"SELECT task, count() FROM {db}.scored FINAL GROUP BY task ORDER BY task") == [
+        ("risk", 20), ("sentiment", 20)]
+    columns = [r[0] for r in store.rows("SELECT name FROM system.columns WHERE database = {db:String} "
+                                        "AND table = 'scored' ORDER BY position", {"db": db})]
+    assert columns == list(SCORED_COLUMNS)
+    assert store.scalar(f"SELECT count() FROM {db}.entities") == 0
+
+
+def test_items_once_moves_texts_out_of_scored_and_renames_topic(store_settings: StoreSettings) -> None:
+    old = _v6_store(store_settings)
+    try:
+        assert old.init_schema() == [ITEMS_ONCE]
+        _assert_moved(old)
+        assert old.init_schema() == []
+        _assert_moved(old)
+    finally:
+        old.command(f"DROP DATABASE IF EXISTS {old.database}")
+        old.close()
+
+
+@pytest.mark.parametrize("crashed_after", [1, 2, 3, 4])
+def test_items_once_rerun_after_a_crash_mid_migration_is_harmless(
+    store_settings: StoreSettings, crashed_after: int
+) -> None:
+    """The process died after the first `crashed_after` statements of the migration (before it was
+    recorded): the next start runs them all again."""
+    old = _v6_store(store_settings)
+    try:
+        [items_once] = [m for m in migrations(old.database) if m.version == ITEMS_ONCE]
+        for statement in items_once.statements[:crashed_after]:
+            if isinstance(statement, Copy):
+                old.command(statement.sql)
+            else:
+                old.command(statement)
+        assert old.init_schema() == [ITEMS_ONCE]
+        _assert_moved(old)
+    finally:
+        old.command(f"DROP DATABASE IF EXISTS {old.database}")
+        old.close()

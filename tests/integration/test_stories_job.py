@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 
 from stream.core.errors import ConfigError
-from stream.core.schema import SCORED_COLUMNS
 from stream.core.store import Store
 from stream.core.times import utcnow
 from stream.stories.cluster import STORY_THRESHOLDS, Assignment, StoryConfig, assign_stories
 from stream.stories.embed import item_text
 from stream.stories.evaluate import LabelledItem, score
 from stream.stories.job import FULL_SWEEP, StoriesJob
-from tests.integration.alerts_rows import item_rows
+from tests.integration.alerts_rows import insert, item_rows
 from tests.integration.story_job_rows import assignments, events, negative, shared_embedder, write_scored
 
 pytestmark = pytest.mark.integration
@@ -181,7 +180,7 @@ def test_hostile_items(store: Store) -> None:
     rows = []
     for k, (item_id, title, text) in enumerate(odd):
         rows += item_rows(item_id, at + dt.timedelta(minutes=k), title=title, text=text, lang="zh")
-    store.insert("scored", rows, SCORED_COLUMNS)
+    insert(store, rows)
     assert job(store).cycle().items == len(odd)
     found = assignments(store)
     assert set(found) == {i for i, _, _ in odd}

@@ -13,6 +13,7 @@ import pytest
 from kafka import KafkaConsumer
 
 from stream.consumer.app import run_pipeline
+from stream.core.interfaces import Scorer
 from stream.core.settings import KafkaSettings, Settings, StoreSettings
 from stream.core.store import Store
 from stream.kafka.admin import ensure_topic, group_lag
@@ -64,9 +65,13 @@ def output_of(proc: subprocess.Popen[bytes]) -> str:
 
 
 def test_kill_9_three_times_loses_and_doubles_nothing(
-    kafka_bootstrap: str, topic_name: str, group_name: str, tiny_packages: list[Path], tmp_path: Path
+    kafka_bootstrap: str, topic_name: str, group_name: str, tiny_multihead: Path, tiny_packages: list[Path],
+    tmp_path: Path
 ) -> None:
+    """A multi-head package (three heads, entities) beside a single-head one: items, scored and
+    entities each hold exactly one row per key after the kills."""
     total = 20_000
+    packages = [tiny_multihead, tiny_packages[0]]
     ensure_topic(KafkaSettings(bootstrap_servers=[kafka_bootstrap]), topic_name, partitions=4)
     produce(kafka_bootstrap, topic_name, (news_item(i) for i in range(total)))
     dsn = f"chdb://{tmp_path / 'store'}"
@@ -74,7 +79,7 @@ def test_kill_9_three_times_loses_and_doubles_nothing(
     kills = 0
     last_committed = -1
     while kills < 3:
-        proc = start_consumer(kafka_bootstrap, topic_name, group_name, tiny_packages, dsn, "--batch-size", "500")
+        proc = start_consumer(kafka_bootstrap, topic_name, group_name, packages, dsn, "--batch-size", "500")
         # Kill once the group has committed more than before (mid-stream, after real writes).
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
@@ -90,21 +95,28 @@ def test_kill_9_three_times_loses_and_doubles_nothing(
         last_committed = committed_total(kafka_bootstrap, group_name)
         assert last_committed < total, "the consumer finished before it could be killed"
 
-    final = start_consumer(kafka_bootstrap, topic_name, group_name, tiny_packages, dsn)
+    final = start_consumer(kafka_bootstrap, topic_name, group_name, packages, dsn)
     final.wait(timeout=600)
     assert final.returncode == 0, output_of(final)
     assert committed_total(kafka_bootstrap, group_name) == total
 
     with Store(StoreSettings(dsn=dsn)) as store:
-        per_version = store.rows(
-            "SELECT model_version, count(), uniqExact(id) FROM yuqing.scored FINAL GROUP BY 1 ORDER BY 1"
+        per_head = store.rows(
+            "SELECT model_version, task, count(), uniqExact(id) FROM yuqing.scored FINAL GROUP BY 1, 2 ORDER BY 1, 2"
         )
         raw = store.scalar("SELECT count() FROM yuqing.scored")
-    assert len(per_version) == 2
-    for _version, rows, ids in per_version:
-        assert rows == ids == total  # every (id, model_version) exactly once, none missing
-    # The kills did cause re-deliveries (raw rows above 2 x total) that the reads collapse.
-    assert raw >= 2 * total
+        items = store.rows("SELECT count(), uniqExact(id) FROM yuqing.items FINAL")
+        raw_items = store.scalar("SELECT count() FROM yuqing.items")
+        entity_sets = store.rows("SELECT model_version, count(), uniqExact(id) FROM yuqing.entities FINAL GROUP BY 1")
+        orphans = store.scalar("SELECT count() FROM yuqing.scored FINAL WHERE id NOT IN (SELECT id FROM yuqing.items)")
+    assert sorted(task for _, task, _, _ in per_head) == ["category", "risk", "sentiment", "sentiment"]
+    for _version, _task, rows, ids in per_head:
+        assert rows == ids == total  # every (id, model_version, head) exactly once, none missing
+    assert items == [(total, total)] and orphans == 0  # every text once, every score with its text
+    [(entity_version, sets, set_ids)] = entity_sets
+    assert sets == set_ids == total and entity_version in {v for v, t, _, _ in per_head if t == "risk"}
+    # The kills did cause re-deliveries (raw rows above 4 x total, items above total) that the reads collapse.
+    assert raw >= 4 * total and raw_items >= total
 
 
 def test_sigterm_finishes_the_batch_commits_and_exits_zero(
@@ -124,8 +136,9 @@ def test_sigterm_finishes_the_batch_commits_and_exits_zero(
     assert committed > 0
     with Store(StoreSettings(dsn=dsn)) as store:
         stored = store.scalar("SELECT uniqExact(id) FROM yuqing.scored FINAL")
+        texts = store.scalar("SELECT count() FROM yuqing.items FINAL")
     # Everything read was written and committed before exit: the store holds exactly what was committed.
-    assert stored == committed
+    assert stored == texts == committed
 
 
 BAD_INPUTS: list[tuple[bytes, str]] = [
@@ -184,7 +197,7 @@ def test_bad_input_goes_to_dead_letters_and_the_stream_goes_on(
         assert int(headers["yuqing.source.offset"]) >= 0 and headers["yuqing.error"]
 
 
-def _scorers(packages: list[Path]) -> list:  # type: ignore[type-arg]
+def _scorers(packages: list[Path]) -> list[Scorer]:
     from stream.core.scorer import OnnxScorer
 
     return [OnnxScorer.open(p, device="cpu") for p in packages]

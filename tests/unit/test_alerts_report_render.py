@@ -6,7 +6,17 @@ import datetime as dt
 from html.parser import HTMLParser
 
 from stream.alerts.queries import Versions
-from stream.brief.report import Brief, Bucket, FiredAlert, NegativeItem, Share, TopStory, bucket_for, render
+from stream.brief.report import (
+    Brief,
+    Bucket,
+    EntityShare,
+    FiredAlert,
+    NegativeItem,
+    Share,
+    TopStory,
+    bucket_for,
+    render,
+)
 
 T = dt.datetime(2025, 3, 10, 12, 0, tzinfo=dt.UTC)
 EVIL = "<script>alert('x')</script>&\"'"
@@ -33,10 +43,12 @@ class _Collect(HTMLParser):
 
 def _brief() -> Brief:
     start = T - dt.timedelta(hours=24)
-    brief = Brief(start, T, T, Versions("sent-v1", "topic-v1"), dt.timedelta(hours=1))
+    brief = Brief(start, T, T, Versions("sent-v1", "risk-v1", "sent-v1", "sent-v1"), dt.timedelta(hours=1))
     brief.total, brief.negative = 30, 12
-    brief.timeline = [Bucket(start + dt.timedelta(hours=h), h % 3, 2) for h in range(24)]
-    brief.topics = [Share("社会", 20, 10), Share(EVIL, 10, 2)]
+    brief.timeline = [Bucket(start + dt.timedelta(hours=h), h % 3, 2, h % 2) for h in range(24)]
+    brief.risks = [Share("社会", 20, 10), Share(EVIL, 10, 2)]
+    brief.categories = [Share("society", 20, 6, 8), Share(EVIL, 4, 0, 4)]
+    brief.entities = [EntityShare("华为", 9, 3, 3, type="ORG"), EntityShare(EVIL, 2, 2, 0, type="PER")]
     brief.sources = [Share("weibo", 25, 10), Share('x"onmouseover="alert(1)', 5, 2)]
     brief.most_negative = [
         NegativeItem("i1", "weibo", f"标题 {EVIL}", "https://news.example/a?x=1&y=<2>", T, 0.97, "社会"),
@@ -73,7 +85,7 @@ def test_self_contained_with_three_charts() -> None:
     assert "link" not in tags and "img" not in tags and "iframe" not in tags
     assert all("src" not in attrs for _, attrs in parser.tags)
     charts = [attrs["data-chart"] for tag, attrs in parser.tags if tag == "svg"]
-    assert charts == ["timeline", "topics", "sources"]
+    assert charts == ["timeline", "risks", "sources"]
     assert tags.count("rect") >= 24 + 2 * 2 and "path" in tags
     assert "舆情日报" in page and "Most negative items" in page
 
@@ -81,7 +93,7 @@ def test_self_contained_with_three_charts() -> None:
 def test_an_empty_period_says_so() -> None:
     empty = Brief(T - dt.timedelta(hours=24), T, T, Versions(None, None), dt.timedelta(hours=1))
     page = render(empty)
-    assert page.count("nothing in this period") == 6
+    assert page.count("nothing in this period") == 8
     assert "<svg" not in page
 
 
@@ -103,3 +115,18 @@ def test_top_stories_and_the_story_count_of_a_negative_item() -> None:
     assert "src0 7 · src1 6 · src2 5 · src3 4 · src4 3 <span class=\"more\">+2</span>" in page
     assert "同一事件另有 3 条负面 · 3 more on this story" in page
     assert page.index("今日要闻 · Top stories") < page.index("情感趋势")
+
+
+def test_categories_and_entities_with_shares_of_the_non_neutral_items() -> None:
+    page = render(_brief())
+    categories = page[page.index('<table class="categories">'):]
+    # society: 20 items, 6 negative, 8 neutral, 6 positive: 50% of the 12 non-neutral are negative.
+    assert ('<td class="name">society</td><td class="count">20</td><td class="count">6</td>'
+            '<td class="count">8</td><td class="count">6</td><td class="count">50%</td>') in categories
+    # all neutral: no non-neutral item, a share of 0 (not a division error)
+    assert '<td class="count">4</td><td class="count">0</td><td class="count">0%</td>' in categories
+    entities = page[page.index('<table class="entities">'):]
+    assert '<td class="name">华为</td><td>ORG</td><td class="count">9</td>' in entities and "50%" in entities
+    assert "<td class=\"name\">&lt;script&gt;" in entities
+    assert page.index("按类别 · By category") < page.index("新闻中的实体 · Entities in the news")
+    assert 'class="bar neu"' in page  # neutral drawn in the timeline

@@ -91,7 +91,7 @@ def test_defaults() -> None:
         ({"rule": [_story(method="ratio", threshold=0)]}, "threshold"),
         ({"rule": [_story(min_items=0)]}, "min_items"),
         ({"rule": [_story(method="zscore")]}, "method"),
-        ({"rule": [_story(by="topic")]}, "unknown key 'rule[0].by'"),
+        ({"rule": [_story(by="risk")]}, "unknown key 'rule[0].by'"),
         ({"rule": [{"name": "w", "kind": "watch_list", "terms": ["  "]}]}, "empty term"),
         ({"rule": [_surge()], "webhook": [{"name": "h"}]}, "exactly one of url and url_env"),
         ({"rule": [_surge()], "webhook": [{"name": "h", "url": "http://x", "format": "teams"}]}, "format"),
@@ -198,9 +198,9 @@ def test_memory_state_tracks_fires_near_a_moment_known_ids_and_reported_ids() ->
 
 RULES_TOML = """
 [[rule]]
-name = "surge-topic"
+name = "surge-risk"
 kind = "negative_surge"
-by = "topic"
+by = "risk"
 threshold = 0.5
 
 [[rule]]
@@ -215,7 +215,7 @@ def test_alerts_check_lists_rules(tmp_path: Path) -> None:
     rules_file.write_text(RULES_TOML, encoding="utf-8")
     result = CliRunner().invoke(cli, ["alerts", "check", "--rules", str(rules_file)])
     assert result.exit_code == 0, result.output
-    assert "surge-topic [negative_surge, warning] window 1h, cool-down 6h" in result.output
+    assert "surge-risk [negative_surge, warning] window 1h, cool-down 6h" in result.output
     assert result.output.strip().endswith("2 rule(s), 0 webhook(s), valid")
 
 
@@ -227,3 +227,34 @@ def test_unknown_key_is_a_config_error_without_traceback(tmp_path: Path, capsys:
     assert exit_info.value.code == 3
     err = capsys.readouterr().err
     assert "unknown key 'rule[1].surprise'" in err and "Traceback" not in err
+
+
+def test_watched_entities_parse_with_an_optional_type() -> None:
+    entities = ["华为:ORG", "Elon  Musk", "Re:Code", "ＨＵＡＷＥＩ：org", "华为 : ORG"]
+    rule = parse_rules({"rule": [{"name": "w", "kind": "watch_list", "entities": entities}]}).rules[0]
+    assert isinstance(rule, WatchListRule) and rule.terms == []
+    # Spellings of one (entity, type) collapse to the first; a colon before no known type is part of the name.
+    assert rule.entities == ["华为:ORG", "Elon Musk", "Re:Code", "HUAWEI:ORG"]
+    assert [(e.normalized, e.type) for e in rule.entity_specs] == [
+        ("华为", "ORG"), ("elon musk", ""), ("re:code", ""), ("huawei", "ORG")]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"name": "w", "kind": "watch_list"}, "give terms or entities"),
+        ({"name": "w", "kind": "watch_list", "entities": ["《》:ORG"]}, "has no name"),
+        ({"name": "s", "kind": "negative_surge", "threshold": 0.5, "by": "topic"}, "called 'risk' now"),
+        ({"name": "s", "kind": "negative_surge", "threshold": 0.5, "topic_version": "v"}, "called 'risk' now"),
+        ({"name": "s", "kind": "negative_surge", "threshold": 0.5, "scope": {"topic": ["x"]}}, "called 'risk' now"),
+    ],
+)
+def test_entity_and_renamed_topic_mistakes_are_config_errors(data: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_rules({"rule": [data]})
+
+
+def test_negative_surge_leaves_neutral_out_by_default() -> None:
+    default, counting = parse_rules({"rule": [_surge(), _surge(name="n", include_neutral=True, by="category")]}).rules
+    assert isinstance(default, NegativeSurgeRule) and isinstance(counting, NegativeSurgeRule)
+    assert not default.include_neutral and counting.include_neutral and counting.by == "category"

@@ -22,17 +22,17 @@ T = dt.datetime(2025, 3, 10, 12, 0, tzinfo=dt.UTC)
 def _alert() -> Alert:
     return Alert(
         alert_id="a" * 32,
-        rule="negative-surge-topic",
+        rule="negative-surge-risk",
         kind="negative_surge",
         severity="warning",
-        scope="topic=社会",
+        scope="risk=社会",
         window_start=T - dt.timedelta(hours=1),
         window_end=T,
         value=0.72,
         threshold=0.6,
         item_count=50,
         sample_ids=("i1", "i2"),
-        message="[负面激增 negative surge] negative-surge-topic · topic=社会: 72% of 50 items negative",
+        message="[负面激增 negative surge] negative-surge-risk · risk=社会: 72% of 50 items negative",
         fired_at=T,
         samples=(
             Sample("i1", "化工厂<爆炸>事故 [通报]", "https://news.example/1?a=1&b=2", "weibo"),
@@ -58,7 +58,7 @@ def test_generic_json_posts_the_alert() -> None:
     assert attempts == 1 and len(received) == 1
     body = received[0].json()
     assert body["alert_id"] == "a" * 32
-    assert body["scope"] == "topic=社会"
+    assert body["scope"] == "risk=社会"
     assert body["window"] == "1h"
     assert body["sample_ids"] == ["i1", "i2"]
     assert received[0].path == "/hook" and received[0].query == {"token": "t"}
@@ -69,7 +69,7 @@ def test_slack_text_and_blocks() -> None:
     received, _, _ = _send({"format": "slack"})
     body = received[0].json()
     assert set(body) == {"text", "blocks"}
-    assert "topic=社会" in body["text"]
+    assert "risk=社会" in body["text"]
     section = body["blocks"][0]
     assert section["type"] == "section" and section["text"]["type"] == "mrkdwn"
     text = section["text"]["text"]
@@ -84,7 +84,7 @@ def test_feishu_text_with_signature() -> None:
     received, _, _ = _send({"format": "feishu", "secret": "s3cret"})
     body = received[0].json()
     assert body["msg_type"] == "text"
-    assert "topic=社会" in body["content"]["text"]
+    assert "risk=社会" in body["content"]["text"]
     timestamp = int(body["timestamp"])
     assert before <= timestamp <= int(time.time())
     key = f"{timestamp}\ns3cret".encode()
@@ -103,7 +103,7 @@ def test_dingtalk_markdown_signed_in_the_query() -> None:
     body = request.json()
     assert body["msgtype"] == "markdown"
     assert set(body["markdown"]) == {"title", "text"}
-    assert "topic=社会" in body["markdown"]["title"]
+    assert "risk=社会" in body["markdown"]["title"]
     assert "[化工厂 爆炸 事故 通报](https://news.example/1?a=1&b=2)" in body["markdown"]["text"]
     assert "javascript:" not in body["markdown"]["text"]
     timestamp = request.query["timestamp"]
@@ -117,7 +117,7 @@ def test_wecom_markdown() -> None:
     body = received[0].json()
     assert body["msgtype"] == "markdown"
     assert set(body["markdown"]) == {"content"}
-    assert "negative-surge-topic" in body["markdown"]["content"]
+    assert "negative-surge-risk" in body["markdown"]["content"]
 
 
 def test_retries_a_500_then_succeeds() -> None:

@@ -16,10 +16,8 @@ from stream.tools.bench.cases import plan, time_calls
 from stream.tools.bench.corpus import MIX, bench_texts
 from stream.tools.bench.e2e import Window, e2e_repeat
 from stream.tools.bench.report import ratios
+from stream.tools.bench.run import targets
 from tests.tiny_models import save_tiny_classifier
-
-MINILM = {"hidden_size": 384, "num_hidden_layers": 6, "intermediate_size": 1536,
-          "id2label": {"0": "negative", "1": "positive"}}
 
 
 def test_cpu_plan_covers_engines_bucketing_and_e2e() -> None:
@@ -45,19 +43,44 @@ def test_gpu_plan_uses_fp16_and_no_torch_without_checkpoint() -> None:
     assert all(c.variant == "fp16" and c.chunk >= 8 * c.batch_size for c in bucketing)
 
 
-def test_flops_per_sequence_and_peak() -> None:
-    shape = gpu.encoder_shape(MINILM)
-    assert shape == {"hidden": 384, "layers": 6, "ffn": 1536, "labels": 2}
-    params = gpu.nonembedding_params(shape)
-    assert 10.7e6 < params < 11.0e6  # all-MiniLM-L6-v2: 6 x 1.77M per layer + pooler + head
-    one = gpu.flops_per_sequence(shape, [128])
-    assert one == 2 * params * 128 + 4 * 6 * 128 * 128 * 384
-    assert gpu.flops_per_sequence(shape, [64, 192]) > gpu.flops_per_sequence(shape, [128, 128])  # seq² term
+def test_gpu_peak_table_and_fraction() -> None:
     assert gpu.peak_tflops("NVIDIA H200") == 989.0
     assert gpu.peak_tflops("NVIDIA H100 PCIe") == 756.0
     assert gpu.peak_tflops("Some Future GPU") is None
     assert gpu.fraction_of_peak(1e9, 1e5, 100.0) == pytest.approx(1e14 / 1e14)
     assert gpu.fraction_of_peak(1e9, 1e5, None) is None
+
+
+def test_heads_group_compares_the_full_analysis_with_one_classifier() -> None:
+    assert not any(c.group == "heads" for c in plan("cpu", (8,), torch_cases=False, e2e=False))
+    cases = plan("cpu", (8,), torch_cases=False, e2e=False, heads_variant="fp32")
+    analysis, single = (c for c in cases if c.group == "heads")
+    assert (analysis.subject, single.subject) == ("package", "baseline")
+    # Same texts, variant and batching (the consumer's) for both: only the package differs.
+    assert {k: v for k, v in vars(analysis).items() if k not in ("name", "subject")} == \
+        {k: v for k, v in vars(single).items() if k not in ("name", "subject")}
+    assert analysis.variant == "fp32" and analysis.chunk == 256
+
+    def r(per_s: float) -> dict[str, Any]:
+        return {"items": 100, "items_per_s": per_s, "items_per_cpu_s": per_s / 2}
+
+    results = {analysis.name: r(40), single.name: r(50)}
+    out = ratios(cases, results, "cpu", 0.0, None)
+    assert out["analysis_vs_single"] == 1.25  # time per item: 1/40 over 1/50
+    assert out["per_cpu_second"]["analysis_vs_single"] == 1.25
+    verdict = targets(out)["analysis_vs_single"]
+    assert verdict == {"target": 1.3, "goal": "<=", "measured": 1.25, "met": True}  # a cost: at most
+    assert targets({"analysis_vs_single": 1.31})["analysis_vs_single"]["met"] is False
+    assert targets({"bucketing_gain": 1.31})["bucketing_gain"]["met"] is True
+    assert targets({})["bucketing_gain"]["met"] is None  # not measured is not "not met"
+    # Without a baseline package the single classifier is the package's graph asked for one head.
+    alone = [c for c in plan("cpu", (8,), torch_cases=False, e2e=False, heads_variant="fp32", baseline=False)
+             if c.group == "heads"]
+    assert [c.subject for c in alone] == ["package", "one-head"]
+    out = ratios(alone, {alone[0].name: r(40), alone[1].name: r(44)}, "cpu", 0.0, None)
+    assert out["analysis_vs_single"] == 1.1
+    results[single.name] = {"error": "boom"}
+    assert ratios(cases, results, "cpu", 0.0, None)["analysis_vs_single"] is None
 
 
 def test_bench_texts_are_mixed_and_reproducible() -> None:
@@ -192,3 +215,6 @@ def test_quick_bench_writes_a_well_formed_report(tiny_checkpoint: Path, tmp_path
     assert ratios_["int8_vs_torch"] > 0 and ratios_["fp32_vs_torch"] > 0 and ratios_["bucketing_gain"] > 0
     assert ratios_["e2e_vs_raw_onnx"] is None  # --no-e2e
     assert report["targets"]["bucketing_gain"]["target"] == 1.3
+    assert report["targets"]["analysis_vs_single"]["met"] is None  # a single-head subject: not measured
+    assert report["flops"]["package"]["flops_per_text"] > 0
+    assert all(c["flops_per_text"] > 0 for c in report["cases"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,10 @@ from click.testing import CliRunner
 
 from export.package import ExportOptions, build_package
 from stream.cli import cli
-from stream.tools.bench import cpu, gpu
-from tests.tiny_models import save_tiny_classifier
+from stream.tools.bench import cpu, flops
+from stream.tools.bench.subjects import default_subject, is_multihead_package
+from stream.tools.demo import DEMO_MODELS
+from tests.tiny_models import build_tiny_multihead, save_tiny_classifier
 
 SPR = {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "amx_int8", "amx_bf16"}
 ZEN5 = {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_vp2intersect", "avx_vnni"}
@@ -62,21 +65,136 @@ def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "pkg"
 
 
-def test_graph_shape_matches_the_config(package: Path) -> None:
-    shape = cpu.graph_shape(package / "model.onnx")
-    assert shape == {"hidden": 32, "layers": 2, "ffn": 64, "labels": 2}
+def _hand_graph(path: Path) -> Path:
+    """ids -> embedding (vocab 10 x 4) -> X·W (4 x 6) = Y -> Y·Yᵀ -> ·Y -> mean over tokens -> Gemm
+    (3 x 6, transB): FLOPs per text of n tokens = 2·n·4·6 + 2·n·6·n + 2·n·n·6 + 2·3·6 = 36 + 48n + 24n²."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("Gather", ["E", "input_ids"], ["X"]),
+        helper.make_node("MatMul", ["X", "W"], ["Y"]),
+        helper.make_node("Transpose", ["Y"], ["Yt"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["Y", "Yt"], ["S"]),
+        helper.make_node("MatMul", ["S", "Y"], ["Z"]),
+        helper.make_node("ReduceMean", ["Z"], ["P"], axes=[1], keepdims=0),
+        helper.make_node("Gemm", ["P", "H", "b"], ["logits"], transB=1),
+    ]
+    weights = [numpy_helper.from_array(np.ones(shape, np.float32), name)
+               for name, shape in (("E", (10, 4)), ("W", (4, 6)), ("H", (3, 6)), ("b", (3,)))]
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["b", "s"])
+    graph = helper.make_graph(nodes, "hand", [ids],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", 3])], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def multihead(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_multihead(tmp_path_factory.mktemp("bench-multihead"))
+
+
+def test_graph_flops_by_hand(tmp_path: Path) -> None:
+    counted = flops.graph_flops(_hand_graph(tmp_path / "hand.onnx"))
+    assert counted.coefficients == (36.0, 48.0, 24.0)
+    assert counted.by_op == {"MatMul": (0.0, 48.0, 24.0), "Gemm": (36.0,)}
+    assert counted.at(10) == 36 + 480 + 2400
+    # Each text at its own length: the n² term makes (5, 15) cost more than (10, 10).
+    assert counted.per_text([5, 15]) == (counted.at(5) + counted.at(15)) / 2 > counted.per_text([10, 10])
+    assert counted.per_text([]) == 0.0
+    assert counted.describe([10])["by_op"] == {"MatMul": 2880, "Gemm": 36}
+
+
+def test_graph_flops_of_a_fused_package_match_the_model(package: Path) -> None:
+    """The exported graph (fused Attention, MatMul, Gemm for pooler and head) of the tiny BERT:
+    hidden 32, 2 layers, FFN 64, 2 labels, counted by hand from the config."""
     config = json.loads((package.parent / "ckpt" / "config.json").read_text())
-    assert shape == gpu.encoder_shape(config)
+    h, f, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    per_token = layers * (2 * h * 3 * h + 2 * h * h + 2 * 2 * h * f)  # QKV, output projection, FFN in and out
+    per_token_squared = layers * 4 * h  # QKᵀ and the weighted sum of V
+    per_text = 2 * h * h + 2 * h * 2  # pooler and classifier, once per text
+    counted = flops.graph_flops(package / "model.onnx")
+    assert counted.coefficients == (per_text, per_token, per_token_squared)
+    assert set(counted.by_op) == {"Attention", "MatMul", "Gemm"}
 
 
-def test_footprint_and_demo_default(package: Path, tmp_path: Path) -> None:
+def test_footprint(package: Path) -> None:
     found = cpu.footprint(package)
     assert set(found["files_mb"]) == {"manifest.json", "model.onnx", "model.int8.onnx", "tokenizer.json"}
     assert found["total_mb"] == pytest.approx(sum(found["files_mb"].values()), abs=0.1)
     assert found["int8_scheme"] and found["vocabulary"] is None
-    assert cpu.demo_subject(tmp_path) == (None, None)
-    shutil.copytree(package, tmp_path / "packages" / cpu.DEMO_MODEL)
-    assert cpu.demo_subject(tmp_path) == (None, tmp_path / "packages" / cpu.DEMO_MODEL)
+
+
+def test_default_subject_is_what_the_demo_built(package: Path, multihead: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "yuqing-data"
+    none = default_subject(data)
+    assert none.package is None and none.baseline is None and "no demo package" in none.note
+    assert "all-MiniLM-L6-v2" in none.note  # says what it runs instead
+    [demo] = (data / "packages" / spec.name for spec in DEMO_MODELS)
+    shutil.copytree(multihead, demo)
+    found = default_subject(data)
+    assert (found.package, found.checkpoint, found.baseline) == (demo, None, None)
+    assert "multi-head" in found.note and "single classifier" not in found.note
+    (data / "packages" / "other").mkdir()  # only what the demo writes counts
+    assert default_subject(data).package == demo
+    # A single-head package under a demo name runs with its checkpoint (the torch pipeline cases).
+    single = replace(DEMO_MODELS[0], name="demo-sentiment")
+    monkeypatch.setattr("stream.tools.demo.DEMO_MODELS", (single,))
+    shutil.copytree(package, data / "packages" / single.name)
+    shutil.copytree(package.parent / "ckpt", data / "models" / single.name)
+    found = default_subject(data)
+    assert (found.package, found.checkpoint) == (data / "packages" / single.name, data / "models" / single.name)
+    assert "checkpoint" in found.note
+
+
+def test_default_subject_prefers_a_multihead_demo_package(package: Path, multihead: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "yuqing-data"
+    specs = (*DEMO_MODELS, replace(DEMO_MODELS[0], name="demo-analysis"))
+    monkeypatch.setattr("stream.tools.demo.DEMO_MODELS", specs)
+    shutil.copytree(package, data / "packages" / specs[0].name)
+    shutil.copytree(multihead, data / "packages" / "demo-analysis")
+    found = default_subject(data)
+    assert (found.package, found.baseline, found.checkpoint) == (
+        data / "packages" / "demo-analysis", data / "packages" / specs[0].name, None)
+    assert "multi-head" in found.note and "single classifier" in found.note
+    assert is_multihead_package(multihead) and not is_multihead_package(package)
+
+
+@pytest.mark.parametrize(("cpuinfo", "fp32", "int8", "path"), [
+    # Haswell: AVX2 + FMA, no VNNI.
+    ("vendor_id\t: GenuineIntel\ncpu MHz\t\t: 2300.000\nflags\t\t: fpu sse4_2 avx avx2 fma\n", 32, 64,
+     "vpmaddubsw"),
+    # Skylake-SP: AVX-512, no VNNI.
+    ("vendor_id\t: GenuineIntel\ncpu MHz\t\t: 2000.000\nflags\t\t: avx2 fma avx512f avx512bw\n", 64, 128,
+     "vpmaddubsw"),
+    # Cascade Lake: AVX-512 VNNI.
+    ("vendor_id\t: GenuineIntel\ncpu MHz\t\t: 2000.000\nflags\t\t: avx2 fma avx512f avx512_vnni\n", 64, 256,
+     "AVX-512 VNNI"),
+    # Alder Lake: AVX2 with AVX-VNNI.
+    ("vendor_id\t: GenuineIntel\ncpu MHz\t\t: 2000.000\nflags\t\t: avx2 fma avx_vnni\n", 32, 128, "AVX-VNNI"),
+])
+def test_peak_from_cpuinfo_text(cpuinfo: str, fp32: int, int8: int, path: str, tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    second = cpuinfo.replace("2300.000", "2500.000").replace("2000.000", "2500.000")  # another core, faster now
+    (tmp_path / "cpuinfo").write_text(f"processor\t: 0\n{cpuinfo}\nprocessor\t: 1\n{second}", encoding="utf-8")
+    monkeypatch.setattr(cpu, "CPUINFO", tmp_path / "cpuinfo")
+    monkeypatch.setattr(cpu, "CPUFREQ_MAX", tmp_path / "absent")
+    peak = cpu.host_peak(4)
+    assert (peak["fp32_flops_per_cycle"], peak["int8_ops_per_cycle"], peak["int8_path"]) == (fp32, int8, path)
+    assert peak["clock_ghz"] == 2.5  # the highest clock any core reports
+    assert peak["fp32_gflops"] == pytest.approx(2.5 * fp32 * 4) and peak["int8_gflops"] == pytest.approx(2.5 * int8 * 4)
+    (tmp_path / "max").write_text("3100000\n")  # cpufreq's maximum, in kHz, wins where the kernel has it
+    monkeypatch.setattr(cpu, "CPUFREQ_MAX", tmp_path / "max")
+    assert cpu.host_peak(1)["fp32_gflops"] == pytest.approx(3.1 * fp32)
+
+
+def test_cpuinfo_without_a_clock_gives_no_peak(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cpu.parse_cpuinfo("flags : avx2 fma\ncpu MHz : n/a\n") == ({"avx2", "fma"}, "", None)
+    monkeypatch.setattr(cpu, "CPUINFO", tmp_path / "absent")
+    assert cpu.cpu_flags() == (set(), "", None)
 
 
 def test_bench_on_a_package_reports_size_load_memory_and_peak(package: Path, tmp_path: Path) -> None:

@@ -50,7 +50,7 @@ def test_every_panel_counts_from_scored_final() -> None:
     for data in BOARDS.values():
         for panel, target in targets(data):
             sql = target["rawSql"]
-            for match in re.finditer(r"\.(scored|item_stories|stories)\b(\s+\w+)?", sql):
+            for match in re.finditer(r"\}\.(scored|items|entities|item_stories|stories)\b(\s+\w+)?", sql):
                 assert (match.group(2) or "").strip() == "FINAL", f"{panel['title']}: {match.group(1)} without FINAL"
             assert "scored_minute" not in sql and "count(DISTINCT" not in sql
 
@@ -58,15 +58,25 @@ def test_every_panel_counts_from_scored_final() -> None:
 def test_content_panels_follow_the_selected_model_versions() -> None:
     for uid in ("yuqing-overview", "yuqing-drilldown"):
         data = BOARDS[uid]
-        for name, task in (("sentiment_model", "sentiment"), ("topic_model", "topic")):
-            var = variables(data)[name]
+        for task in ("sentiment", "risk", "category", "entities"):
+            var = variables(data)[f"{task}_model"]
             sql = var["query"]["rawSql"]
-            assert f"task = '{task}'" in sql and "ORDER BY max(scored_at) DESC" in sql
+            source = "FROM ${db:raw}.entities\n" if task == "entities" else f"WHERE task = '{task}'\n"
+            assert source in sql and "ORDER BY max(scored_at) DESC" in sql
             assert var["refresh"] == 1 and var["sort"] == 0 and "current" not in var  # the first option wins
         for panel, target in targets(data):
             sql = target["rawSql"]
             if ".scored" in sql:
                 assert "decodeURLComponent('${sentiment_model:percentencode}')" in sql, panel["title"]
+            # every head is read at its own variable's version
+            for head in ("risk", "category"):
+                pinned = f"task = '{head}' AND model_version = decodeURLComponent('${{{head}_model:percentencode}}')"
+                assert f"task = '{head}'" not in sql or pinned in sql, panel["title"]
+            if ".entity_mentions" in sql:
+                assert "model_version = decodeURLComponent('${entities_model:percentencode}')" in sql, panel["title"]
+            # titles, urls and texts are only in items now
+            assert not re.search(r"\bs\.(title|url|text)\b", sql), panel["title"]
+        assert "topic_model" not in str(data) and "'topic'" not in str(data), uid  # the task is `risk` now
 
 
 def test_story_panels_read_the_picked_story_of_the_selected_model() -> None:
@@ -89,7 +99,7 @@ def test_story_panels_read_the_picked_story_of_the_selected_model() -> None:
 
 def test_every_variable_reaches_sql_percent_encoded() -> None:
     names = variables(BOARDS["yuqing-drilldown"])
-    for name in ("topic", "source", "lang"):
+    for name in ("risk", "category", "source", "lang"):
         assert names[name]["multi"] and names[name]["includeAll"] and names[name]["allValue"] == "__all__"
     assert names["keyword"]["type"] == "textbox"
     for data in BOARDS.values():
@@ -149,7 +159,8 @@ def test_alert_rules_mirror_the_default_rules(tmp_path: Path) -> None:
     assert set(rules) == {"yuqing-negative-surge", "yuqing-volume-spike"}
     surge, spike = rules["yuqing-negative-surge"], rules["yuqing-volume-spike"]
     assert surge["data"][0]["relativeTimeRange"] == {"from": 3600, "to": 0}
-    assert "count() >= 20" in surge["data"][0]["model"]["rawSql"]
+    assert "countIf(s.label != 'neutral') >= 20" in surge["data"][0]["model"]["rawSql"]
+    assert "task = 'risk'" in surge["data"][0]["model"]["rawSql"]
     assert surge["data"][1]["model"]["conditions"][0]["evaluator"] == {"type": "gt", "params": [0.5]}
     assert spike["data"][1]["model"]["conditions"][0]["evaluator"] == {"type": "gt", "params": [3.0]}
     for rule in rules.values():

@@ -115,6 +115,9 @@ def test_every_single_node_table_has_a_sharding_decision() -> None:
     names = set()
     for migration in migrations("yq"):
         for statement in migration.statements:
+            # Copies move rows; a plain view holds none and is created on every node as it is.
+            if not isinstance(statement, str) or statement.startswith("CREATE VIEW"):
+                continue
             match = re.match(r"(CREATE|DROP) (?:TABLE|VIEW|OR REPLACE TABLE) (?:IF (?:NOT )?EXISTS )?yq\.(\w+)",
                              statement.strip())
             if match:

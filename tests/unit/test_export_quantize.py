@@ -12,7 +12,7 @@ from export.check_data import BUILTIN
 from export.checkpoint import Checkpoint, load_checkpoint
 from export.package import ref_tokenizer
 from stream.core.errors import ModelError
-from stream.core.scorer import Encoded, create_session, encode, run_logits
+from stream.core.scorer import Encoded, create_session, encode, run_outputs
 from tests.tiny_models import save_tiny_classifier
 
 TEXTS = [text for text, _ in BUILTIN]
@@ -31,8 +31,7 @@ def graphs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Checkpoint, Path, 
 
 
 def reference(ckpt: Checkpoint, texts: list[str]) -> parity.Reference:
-    encoded = encode(ref_tokenizer(ckpt), texts)
-    return parity.Reference(encoded, parity.torch_logits(ckpt, encoded), None)
+    return parity.reference(ckpt, encode(ref_tokenizer(ckpt), texts), None)
 
 
 def builder(ckpt: Checkpoint, plain: Path, fused: Path, work: Path) -> quantize.Builder:
@@ -86,9 +85,9 @@ def test_static_int8_is_qdq_and_independent_of_batch_mates(graphs: tuple[Checkpo
     assert (work / f"ranges-{calibration}.json").is_file()  # later builds reuse the ranges
     ref = reference(ckpt, TEXTS)
     session, _ = create_session(out, "cpu")
-    together = run_logits(session, ref.encoded, ckpt.pad_token_id, bucketing=False, batch_size=32)
-    alone = run_logits(session, ref.encoded, ckpt.pad_token_id, batch_size=1)
-    np.testing.assert_allclose(together, alone, atol=2e-4)  # fixed scales: no batch-mate effect
+    together = run_outputs(session, ref.encoded, ckpt.pad_token_id, bucketing=False, batch_size=32)
+    alone = run_outputs(session, ref.encoded, ckpt.pad_token_id, batch_size=1)
+    np.testing.assert_allclose(together["logits"], alone["logits"], atol=2e-4)  # fixed scales: no batch-mate effect
     assert parity.compare(ref, together)["label_agreement"] >= 0.95
 
 

@@ -26,14 +26,12 @@ FOREIGN = ["Привет, как дела сегодня", "Москва бол�
 LABELS = ("negative", "positive")
 
 
-def save_unigram_classifier(out: Path) -> Path:
-    """A random tiny BERT with a Unigram (SentencePiece-style) tokenizer trained on zh/en and
-    other-script texts, saved as `yuqing train` saves a checkpoint."""
-    import torch
+def save_unigram_tokenizer(out: Path) -> Any:
+    """A Unigram (SentencePiece-style) tokenizer trained on zh/en and other-script texts, saved to `out`."""
     from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import Unigram
     from tokenizers.trainers import UnigramTrainer
-    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     backend = Tokenizer(Unigram())
     backend.normalizer = normalizers.NFKC()
@@ -49,12 +47,47 @@ def save_unigram_classifier(out: Path) -> Path:
                                         model_input_names=["input_ids", "attention_mask"])
     out.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(str(out))
-    config = BertConfig(vocab_size=backend.get_vocab_size(), hidden_size=32, num_hidden_layers=2,  # type: ignore[call-arg]
-                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=64, pad_token_id=1,
-                        num_labels=2, id2label=dict(enumerate(LABELS)), label2id={x: i for i, x in enumerate(LABELS)})
+    return tokenizer
+
+
+def unigram_bert_config(vocab_size: int, **labels: Any) -> Any:
+    from transformers import BertConfig
+
+    return BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2,
+                      num_attention_heads=4, intermediate_size=64, max_position_embeddings=64, pad_token_id=1,
+                      **labels)
+
+
+def save_unigram_classifier(out: Path) -> Path:
+    """A random tiny BERT classifier with `save_unigram_tokenizer`'s tokenizer, saved as `yuqing train`
+    saves a checkpoint."""
+    import torch
+    from transformers import BertForSequenceClassification
+
+    tokenizer = save_unigram_tokenizer(out)
+    config = unigram_bert_config(len(tokenizer), num_labels=2, id2label=dict(enumerate(LABELS)),
+                                 label2id={x: i for i, x in enumerate(LABELS)})
     torch.manual_seed(0)
     BertForSequenceClassification(config).eval().save_pretrained(str(out))
     (out / "training_report.json").write_text(json.dumps({"task": "sentiment", "name": "uni", "max_length": 64}))
+    return out
+
+
+def save_unigram_multihead(out: Path, tokenizer_from: Path) -> Path:
+    """A random multi-head model (two sequence heads, the entity head) with the tokenizer of the
+    checkpoint `tokenizer_from`."""
+    import torch
+    from transformers import AutoTokenizer, BertModel
+
+    from models.multihead import ENTITY_LABELS, SEQUENCE, TOKEN, HeadsConfig, HeadSpec, MultiHeadModel
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_from))
+    tokenizer.save_pretrained(str(out))
+    heads = HeadsConfig([HeadSpec("sentiment", SEQUENCE, LABELS), HeadSpec("risk", SEQUENCE, ("a", "b", "c")),
+                         HeadSpec("entities", TOKEN, ENTITY_LABELS)])
+    torch.manual_seed(0)
+    MultiHeadModel(BertModel(unigram_bert_config(len(tokenizer)), add_pooling_layer=False), heads).eval().save(out)
+    (out / "training_report.json").write_text(json.dumps({"name": "uni-heads", "max_length": 64}))
     return out
 
 
@@ -133,13 +166,51 @@ def test_sliced_embeddings_give_the_same_logits(unigram_ckpt: Path,
     _, _, kept = chosen
     ckpt = load_checkpoint(unigram_ckpt)
     before = encode(ref_tokenizer(ckpt), ZH_EN[:40])
-    logits = parity.torch_logits(ckpt, before)
+    logits = parity.torch_outputs(ckpt, before)["logits"]
     trimmed = trim.trim_checkpoint(ckpt, kept)
     after = encode(ref_tokenizer(trimmed), ZH_EN[:40])
     assert [kept.old_ids(ids) for ids in after.ids] == before.ids
     assert trimmed.model.get_input_embeddings().num_embeddings == len(kept.kept)
     assert trimmed.pad_token_id == kept.kept.index(1)
-    np.testing.assert_allclose(parity.torch_logits(trimmed, after), logits, atol=1e-6)
+    np.testing.assert_allclose(parity.torch_outputs(trimmed, after)["logits"], logits, atol=1e-6)
+
+
+def test_a_multi_head_checkpoint_is_trimmed_in_its_encoder_and_keeps_its_heads(
+        tmp_path: Path, unigram_ckpt: Path, chosen: tuple[Any, dict[str, Any], trim.VocabTrim]) -> None:
+    import torch
+
+    _, _, kept = chosen
+    ckpt = load_checkpoint(save_unigram_multihead(tmp_path / "heads", unigram_ckpt))
+    assert ckpt.heads is not None and ckpt.task() == "analysis"
+    before = encode(ref_tokenizer(ckpt), ZH_EN[:40])
+    outputs = parity.torch_outputs(ckpt, before)
+    rows = ckpt.encoder.get_input_embeddings().weight.detach().clone()
+    heads = {k: v.detach().clone() for k, v in ckpt.model.heads.state_dict().items()}
+    trimmed = trim.trim_checkpoint(ckpt, kept)
+    after = encode(ref_tokenizer(trimmed), ZH_EN[:40])
+    assert [kept.old_ids(ids) for ids in after.ids] == before.ids
+    sliced = trimmed.encoder.get_input_embeddings()
+    assert sliced.num_embeddings == len(kept.kept) == trimmed.config.vocab_size
+    torch.testing.assert_close(sliced.weight.detach(), rows[torch.tensor(kept.kept)])
+    for name, value in trimmed.model.heads.state_dict().items():
+        assert torch.equal(value, heads[name])  # the heads read hidden states: untouched
+    found = parity.torch_outputs(trimmed, after)
+    assert set(found) == {"sentiment_logits", "risk_logits", "entities_logits", "embedding"}
+    for name, value in outputs.items():
+        np.testing.assert_allclose(found[name], value, atol=1e-6)
+
+
+def test_export_of_a_trimmed_multi_head_checkpoint(tmp_path: Path, unigram_ckpt: Path) -> None:
+    corpus = tmp_path / "corpus.csv"
+    corpus.write_text("text,label\n" + "\n".join(f'"{t}",{LABELS[i % 2]}' for i, t in enumerate(ZH_EN)) + "\n",
+                      encoding="utf-8")
+    ckpt = save_unigram_multihead(tmp_path / "heads", unigram_ckpt)
+    small = build_package(ExportOptions(ckpt, tmp_path / "small", trim_vocab=str(corpus), trim_margin=10,
+                                        progress=False))
+    info = small.data["export"]["vocab_trim"]
+    assert info["vocab_after"] < info["vocab_before"] and info["check_label_agreement_with_full_vocab"] == 1.0
+    assert small.data["format"] == 2 and set(small.heads) == {"sentiment", "risk", "entities", "embedding"}
+    assert small.variants["fp32"]["parity"]["status"] == "passed"
 
 
 def test_only_unigram_vocabularies_are_trimmed() -> None:
@@ -160,7 +231,7 @@ def test_export_with_a_trimmed_vocabulary(tmp_path: Path, unigram_ckpt: Path) ->
     assert small.variants["fp32"]["parity"]["status"] == "passed" and small.version != full.version
     assert (small.path / VARIANT_FILES["fp32"]).stat().st_size < (full.path / VARIANT_FILES["fp32"]).stat().st_size
     texts = ZH_EN[:20]
-    a = OnnxScorer.open(full.path).logits(texts)
-    b = OnnxScorer.open(small.path).logits(texts)
+    a = OnnxScorer.open(full.path).outputs(texts)["logits"]
+    b = OnnxScorer.open(small.path).outputs(texts)["logits"]
     np.testing.assert_allclose(a, b, atol=1e-4)
     assert read_manifest(small.path).data["export"]["vocab_trim"]["languages"] == ["zh", "en"]

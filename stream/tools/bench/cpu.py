@@ -12,9 +12,9 @@ Peak GFLOP/s per core = clock × operations per cycle, from the CPU flags:
 
 The clock is the highest `cpu MHz` in /proc/cpuinfo (a VM reports its nominal clock), or the
 cpufreq maximum where the kernel exposes one.  Every usable vCPU is counted as a full core, so on
-an SMT host the peak is an upper bound.  Achieved GFLOP/s = useful FLOPs per text (the real
-token counts, see `gpu.flops_per_sequence`) × texts/s; per CPU-second it is set against one
-core's peak, which is the fair figure on a shared host.
+an SMT host the peak is an upper bound.  Achieved GFLOP/s = useful FLOPs per text (the graph's
+matrix products at each text's real token count, see `flops.graph_flops`) × texts/s; per
+CPU-second it is set against one core's peak, which is the fair figure on a shared host.
 """
 
 from __future__ import annotations
@@ -23,39 +23,36 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-# The packages `make demo` builds: the bench's default subject when present.
-DEMO_DATA = Path("yuqing-data")
-DEMO_MODEL = "demo-sentiment"
+CPUINFO = Path("/proc/cpuinfo")
+CPUFREQ_MAX = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
 
 
-def demo_subject(data_dir: Path = DEMO_DATA) -> tuple[Path | None, Path | None]:
-    """(checkpoint, package) of the demo sentiment model, each None when absent."""
-    package = data_dir / "packages" / DEMO_MODEL
-    checkpoint = data_dir / "models" / DEMO_MODEL
-    return ((checkpoint if (checkpoint / "config.json").is_file() else None),
-            (package if (package / "manifest.json").is_file() else None))
+def parse_cpuinfo(text: str) -> tuple[set[str], str, float | None]:
+    """The first CPU's flags and vendor, and the highest clock in MHz, from /proc/cpuinfo's text."""
+    flags: set[str] = set()
+    vendor, mhz = "", 0.0
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "flags" and not flags:
+            flags = set(value.split())
+        elif key == "vendor_id" and not vendor:
+            vendor = value.strip()
+        elif key == "cpu MHz":
+            with contextlib.suppress(ValueError):
+                mhz = max(mhz, float(value))
+    return flags, vendor, mhz or None
 
 
 def cpu_flags() -> tuple[set[str], str, float | None]:
-    """The first CPU's flags, vendor and clock in MHz, from /proc/cpuinfo (empty off Linux)."""
-    flags: set[str] = set()
-    vendor, mhz = "", 0.0
+    """This host's flags, vendor and clock (cpufreq's maximum where the kernel exposes one)."""
     try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "flags" and not flags:
-                    flags = set(value.split())
-                elif key == "vendor_id" and not vendor:
-                    vendor = value.strip()
-                elif key == "cpu MHz":
-                    mhz = max(mhz, float(value))
-    except (OSError, ValueError):
-        pass
+        flags, vendor, mhz = parse_cpuinfo(CPUINFO.read_text(encoding="utf-8"))
+    except OSError:  # not Linux: no peak, rather than a made-up one
+        return set(), "", None
     with contextlib.suppress(OSError, ValueError):
-        mhz = int(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text()) / 1000
-    return flags, vendor, mhz or None
+        mhz = int(CPUFREQ_MAX.read_text()) / 1000
+    return flags, vendor, mhz
 
 
 def peak_ops_per_cycle(flags: set[str], vendor: str) -> dict[str, Any]:
@@ -107,42 +104,6 @@ def achieved(result: dict[str, Any], variant: str, flops_per_text: float, peak: 
     return out
 
 
-def graph_shape(model: Path) -> dict[str, int] | None:
-    """Hidden size, layers, FFN width and labels of a BERT-style ONNX graph (for a package without
-    its checkpoint's config.json): layers are the Attention (else Softmax) nodes, the FFN width is
-    that of the MatMul feeding the first GELU."""
-    import onnx
-
-    graph = onnx.load(str(model), load_external_data=False).graph
-    shapes = {init.name: tuple(init.dims) for init in graph.initializer}
-    producer = {out: node for node in graph.node for out in node.output}
-    layers = sum(n.op_type == "Attention" for n in graph.node) or sum(n.op_type == "Softmax" for n in graph.node)
-    matrices = [s for s in shapes.values() if len(s) == 2]
-    if not layers or not matrices:
-        return None
-    hidden = max(matrices, key=lambda s: s[0])[1]  # the word-embedding table is the tallest matrix
-    ffn = next((w for n in graph.node if n.op_type in ("Gelu", "BiasGelu", "FastGelu", "Erf")
-                for w in [_matmul_width(n, producer, shapes)] if w), 4 * hidden)
-    out = graph.output[0].type.tensor_type.shape.dim
-    labels = out[-1].dim_value if out and out[-1].dim_value else 2
-    return {"hidden": hidden, "layers": layers, "ffn": ffn, "labels": labels}
-
-
-def _matmul_width(node: Any, producer: dict[str, Any], shapes: dict[str, tuple[int, ...]], depth: int = 0) -> int:
-    """The output width of the weight MatMul a few steps upstream of `node`, or 0."""
-    for name in node.input:
-        if name in shapes:
-            continue
-        up = producer.get(name)
-        if up is None:
-            continue
-        if up.op_type == "MatMul":
-            return next((shapes[i][1] for i in up.input if len(shapes.get(i, ())) == 2), 0)
-        if depth < 3 and (width := _matmul_width(up, producer, shapes, depth + 1)):
-            return width
-    return 0
-
-
 def footprint(package: Path) -> dict[str, Any]:
     """The package's files and total size in MB, its vocabulary and int8 scheme.  (Load time and
     memory are the cases' own: `load_s`, `rss_after_load_mb` and `peak_rss_mb` of each worker.)"""
@@ -159,23 +120,45 @@ def footprint(package: Path) -> dict[str, Any]:
 
 
 def lines(report: dict[str, Any]) -> str:
-    """The package and CPU-peak block under the bench table."""
-    package, peak = report.get("package") or {}, report.get("cpu_peak") or {}
+    """The package, FLOPs, multi-head and CPU-peak blocks under the bench table."""
+    peak = report.get("cpu_peak") or {}
     out = []
-    if package:
+    for role in ("package", "baseline_package"):
+        package = report.get(role)
+        if not package:
+            continue
         vocab = package.get("vocabulary")
-        out.append(f"package {package['version']}: {package['total_mb']} MB ("
+        out.append(f"{role.replace('_', ' ')} {package['version']}: {package['total_mb']} MB on disk ("
                    + ", ".join(f"{k} {v}" for k, v in package["files_mb"].items()) + ")"
                    + (f"; vocabulary {vocab['pieces']:,} of {vocab['of']:,} pieces" if vocab else "")
-                   + (f"; int8 scheme {package['int8_scheme']}" if package.get("int8_scheme") else ""))
+                   + (f"; int8 scheme {package['int8_scheme']}" if package.get("int8_scheme") else "")
+                   + (f"; same base: {package['same_base']}" if "same_base" in package else ""))
+    for role, graph in (report.get("flops") or {}).items():
+        parts = ", ".join(f"{op} {v / 1e6:.3g}" for op, v in graph["by_op"].items())
+        out.append(f"FLOPs per text ({role}, graph at the texts' token counts): "
+                   f"{graph['flops_per_text'] / 1e6:.4g} MFLOP ({parts})")
+    heads = [c for c in report.get("cases", []) if c.get("group") == "heads" and "error" not in c]
+    ratios = report.get("ratios") or {}
+    if len(heads) == 2:
+        analysis, single = heads
+        target = (report.get("targets") or {}).get("analysis_vs_single") or {}
+        out.append(f"full analysis ({', '.join(analysis.get('heads', []))}; one pass) vs single classifier "
+                   f"({', '.join(single.get('heads', []))}), {analysis['variant']}: "
+                   f"{ratios.get('analysis_vs_single')}x time per item, "
+                   f"{(ratios.get('per_cpu_second') or {}).get('analysis_vs_single')}x per CPU-second"
+                   + (f" (goal <= {target['target']}x: {'met' if target['met'] else 'not met'})"
+                      if target.get("met") is not None else "")
+                   + f"; FLOPs per text {analysis['flops_per_text'] / 1e6:.4g} vs {single['flops_per_text'] / 1e6:.4g}"
+                   " MFLOP")
     if peak:
         out.append(f"host peak: fp32 {peak['fp32_gflops']} GFLOP/s ({peak['fp32_path']}), int8 {peak['int8_gflops']} "
                    f"GOP/s ({peak['int8_path']}) at {peak['clock_ghz']} GHz × {peak['cores']} cores")
     for case in report.get("cases", []):
         if "load_s" in case:
             use = case.get("compute") or {}
-            out.append(f"  {case['name']:<20} load {case['load_s']:.2f}s  RSS after load "
-                       f"{case['rss_after_load_mb']:.0f} MB  {use.get('gflops', '-')} GFLOP/s "
+            out.append(f"  {case['name']:<24} load {case['load_s']:.2f}s  RSS after load "
+                       f"{case['rss_after_load_mb']:.0f} MB, peak {case['peak_rss_mb']:.0f} MB  "
+                       f"{use.get('gflops', '-')} GFLOP/s "
                        f"({_pct(use.get('fraction_of_peak'))} of {use.get('peak_kind')} peak)  "
                        f"{use.get('gflops_per_cpu_s', '-')} per CPU-s "
                        f"({_pct(use.get('fraction_of_core_peak'))} of a core)")

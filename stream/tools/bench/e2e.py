@@ -71,12 +71,11 @@ class Window:
         window = self
 
         class TimedScorer:
-            name, task, version = scorer.name, scorer.task, scorer.version
-            labels, max_length = scorer.labels, scorer.max_length
+            name, version, heads, max_length = scorer.name, scorer.version, scorer.heads, scorer.max_length
 
-            def score(self, texts: list[str]) -> Any:
+            def analyze(self, texts: list[str]) -> Any:
                 window._stage_done("prepare")
-                out = scorer.score(texts)
+                out = scorer.analyze(texts)
                 window._stage_done("score")
                 return out
 
@@ -118,7 +117,7 @@ def run_e2e(spec: dict[str, Any], case: Case, texts: list[str]) -> dict[str, Any
     from stream.core.store import Store
     from stream.kafka.admin import ensure_topic
     from stream.kafka.clients import admin, producer
-    from stream.tools.bench.worker import onnx_labels, open_scorer, peak_rss_mb
+    from stream.tools.bench.worker import analysis_labels, open_scorer, peak_rss_mb, primary_head
 
     options: dict[str, Any] = spec["e2e"]
     run_id = f"bench-{uuid.uuid4().hex[:10]}"
@@ -134,7 +133,7 @@ def run_e2e(spec: dict[str, Any], case: Case, texts: list[str]) -> dict[str, Any
     inputs = model_texts(payloads, settings.kafka.max_message_bytes)
 
     scorer = open_scorer(spec, case)
-    before = time_calls(onnx_labels(scorer), inputs, case.chunk, spec["warmup"])
+    before = time_calls(analysis_labels(scorer), inputs, case.chunk, spec["warmup"])
     raw_rss = peak_rss_mb()
 
     ensure_topic(settings.kafka, run_id, partitions=1)
@@ -153,11 +152,14 @@ def run_e2e(spec: dict[str, Any], case: Case, texts: list[str]) -> dict[str, Any
         _delete_topic(admin, settings, run_id)
     # Raw again after the pipeline: the two raw passes bracket it, so a change in the host's load
     # during the run moves both figures alike.
-    after = time_calls(onnx_labels(scorer), inputs, case.chunk, 0)
+    after = time_calls(analysis_labels(scorer), inputs, case.chunk, 0)
     raw = raw_figures(before, after, raw_rss)
     raw_labels = before.labels
     with Store(settings.store) as store:
-        rows = store.rows("SELECT id, label FROM bench.scored FINAL")
+        rows = store.rows("SELECT id, label FROM bench.scored FINAL WHERE task = {head:String}",
+                          {"head": primary_head(scorer.heads)})
+        stored = {table: int(store.scalar(f"SELECT count() FROM bench.{table} FINAL"))
+                  for table in ("items", "scored", "entities")}
     by_id = dict(rows)
     labels = [str(by_id.get(f"{run_id}-{i}", "")) for i in range(len(items))]
     n = len(items)
@@ -178,7 +180,8 @@ def run_e2e(spec: dict[str, Any], case: Case, texts: list[str]) -> dict[str, Any
         "raw_onnx": raw,
         "pipeline": {"read": counts.read, "scored_items": counts.scored_items, "rows_written": counts.rows_written,
                      "dead_lettered": counts.dead_lettered, "batches": counts.batches,
-                     "rows_in_store": len(rows), "idle_exit_s": idle_s,
+                     "rows_in_store": len(rows), "stored_rows": stored, "heads": list(scorer.heads),
+                     "idle_exit_s": idle_s,
                      "same_labels_as_raw": labels == raw_labels},
     }
 

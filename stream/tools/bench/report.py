@@ -79,6 +79,13 @@ def ratios(cases: Sequence[Case], results: dict[str, dict[str, Any]], device: st
         raw = e2e["raw_onnx"]
         out["per_cpu_second"]["e2e_vs_raw_onnx"] = round(
             (e2e["items"] / e2e["cpu_seconds"]) / (raw["items"] / raw["cpu_seconds"]), 3)
+    # The multi-head package's full analysis against one classifier on the same texts: time per
+    # item, so the single classifier's rate over the analysis' (1.0: the extra heads are free).
+    analysis, single = (next((results.get(c.name) for c in cases if c.group == "heads" and c.subject in roles), None)
+                        for roles in (("package",), ("baseline", "one-head")))
+    out["analysis_vs_single"] = _ratio(single, analysis) if ok(analysis) and ok(single) else None
+    out["per_cpu_second"]["analysis_vs_single"] = (_ratio(single, analysis, cpu)
+                                                   if ok(analysis) and ok(single) else None)
     out["stories_on_vs_off"] = stories_ratio(cases, results)
     out["per_cpu_second"]["stories_on_vs_off"] = stories_ratio(cases, results, "stories_on_vs_off_per_cpu_s")
     if device == "cuda":

@@ -9,6 +9,10 @@ converters, because an untrained head sits so close to its decision boundary tha
 precision flips labels and the parity gate (rightly) refuses to ship them.  The report says for
 each variant whether it came from the package (gated) or was built here (timing only), and how
 often its labels agree with torch's.
+
+Without --package and --model-dir the bench runs what `yuqing demo` built, when it is there
+(`default_subject`): a multi-head demo package against the demo's single-classifier one, or the
+demo's sentiment package (with its checkpoint, for the torch pipeline).
 """
 
 from __future__ import annotations
@@ -29,23 +33,84 @@ DEFAULT_LABELS = ("negative", "positive")
 # A variant the bench made from the package's fp32 graph (int8: dynamic, every MatMul, Attention
 # and embedding quantized); it is timed, never shipped, so no parity gate applies.
 BUILT = "built by bench (not gated)"
+DEMO_DATA = Path("yuqing-data")  # `yuqing demo --data-dir`'s default
 
 
 @dataclass
 class Subjects:
-    """The checkpoint (or None: no torch cases), the package, and an ONNX file per variant."""
+    """The checkpoint (or None: no torch cases), the package, and an ONNX file per variant; for a
+    multi-head package, the single-classifier package its full analysis is compared with."""
 
     checkpoint: Path | None
     package: Path
     variant_files: dict[str, Path] = field(default_factory=dict)
     variant_origin: dict[str, str] = field(default_factory=dict)  # "package" | BUILT
+    baseline: Path | None = None
+    note: str = ""  # why these subjects (the default resolution's account)
+
+    def heads_variant(self, reduced: str) -> str | None:
+        """The variant the multi-head comparison runs in both subjects: the reduced one where both
+        ship it gated, else fp32; None when there is nothing to compare (a single-head package
+        without a baseline)."""
+        from stream.core.manifest import PASSED, read_manifest
+
+        if self.baseline is None and not is_multihead_package(self.package):
+            return None
+        gated = self.variant_origin.get(reduced) == "package"
+        if self.baseline is None:
+            return reduced if gated else "fp32"
+        return reduced if gated and read_manifest(self.baseline).parity_status(reduced) == PASSED else "fp32"
 
     def to_json(self) -> dict[str, object]:
         return {
             "checkpoint": shown(self.checkpoint) if self.checkpoint else None,
             "package": shown(self.package),
             "variants": {v: {"file": p.name, "origin": self.variant_origin[v]} for v, p in self.variant_files.items()},
+            "baseline": shown(self.baseline) if self.baseline else None,
+            "note": self.note,
         }
+
+
+def is_multihead_package(package: Path) -> bool:
+    """More than one head, or a head that is not a sequence classifier (entities, embedding)."""
+    from stream.core.manifest import read_manifest
+
+    heads = read_manifest(package).heads
+    return len(heads) > 1 or any(h["kind"] != "sequence" for h in heads.values())
+
+
+@dataclass(frozen=True)
+class DefaultSubject:
+    package: Path | None
+    checkpoint: Path | None
+    baseline: Path | None
+    note: str
+
+
+def default_subject(data_dir: Path = DEMO_DATA) -> DefaultSubject:
+    """What the bench runs without --package: the packages `yuqing demo` wrote under `data_dir`
+    (a multi-head one first, compared with a single-classifier one), else the MiniLM fallback."""
+    from stream.core.manifest import MANIFEST
+    from stream.tools.demo import DEMO_MODELS
+
+    found = [(spec.name, data_dir / "packages" / spec.name) for spec in DEMO_MODELS]
+    found = [(name, package) for name, package in found if (package / MANIFEST).is_file()]
+    multi = [package for _, package in found if is_multihead_package(package)]
+    single = [(name, package) for name, package in found if package not in multi]
+    baseline = single[0][1] if single else None
+    if multi:
+        return DefaultSubject(multi[0], None, baseline, f"the demo's multi-head package {shown(multi[0])}"
+                              + (f" against its single classifier {shown(baseline)}" if baseline else ""))
+    if single:
+        name, package = single[0]
+        checkpoint = data_dir / "models" / name
+        has_checkpoint = (checkpoint / "config.json").is_file()
+        return DefaultSubject(package, checkpoint if has_checkpoint else None, None,
+                              f"the demo's package {shown(package)}"
+                              + (" and its checkpoint (torch pipeline)" if has_checkpoint else ""))
+    return DefaultSubject(None, None, None,
+                          f"no demo package under {shown(data_dir / 'packages')} (`yuqing demo` builds them): "
+                          "all-MiniLM-L6-v2 with an untrained 2-class head, exported into the bench cache")
 
 
 def shown(path: Path) -> str:
@@ -71,6 +136,8 @@ def prepare(
     package: Path | None,
     variants: tuple[str, ...],
     *,
+    baseline: Path | None = None,
+    note: str = "",
     cache: Path | None = None,
     progress: bool = True,
 ) -> Subjects:
@@ -81,7 +148,13 @@ def prepare(
         if checkpoint is None:
             checkpoint = default_checkpoint(cache / "checkpoints" / "minilm-2class")
         package = exported_package(checkpoint, cache / "packages", progress=progress)
-    subjects = Subjects(checkpoint, package)
+    if checkpoint is not None:
+        from models.multihead import is_multihead
+
+        if is_multihead(checkpoint):
+            checkpoint = None  # the transformers pipeline runs single-head checkpoints only
+    # A baseline is what a multi-head package's extra heads are measured against; alone it means nothing.
+    subjects = Subjects(checkpoint, package, baseline=baseline if is_multihead_package(package) else None, note=note)
     _add_variants(subjects, variants, cache / "variants")
     return subjects
 

@@ -12,6 +12,7 @@ import resource
 import sys
 import time
 import traceback
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -52,8 +53,24 @@ def open_scorer(spec: dict[str, Any], case: Case) -> Any:
                       bucketing=case.bucketing, batch_size=case.batch_size, token_budget=budget)
 
 
-def onnx_labels(scorer: Any) -> Any:
-    return lambda texts: [p.label for p in scorer.score(texts)]
+def primary_head(heads: Mapping[str, Sequence[str]]) -> str:
+    """The head whose labels a case reports (and compares with torch's): sentiment where there is
+    one, else the first."""
+    return "sentiment" if "sentiment" in heads else next(iter(heads))
+
+
+def analysis_labels(scorer: Any, only_head: bool = False) -> Callable[[list[str]], list[str]]:
+    """The scorer's full analysis (every head, one pass), reduced to the primary head's labels; with
+    `only_head`, the graph run for that head's output alone (a single classifier's work)."""
+    head = primary_head(scorer.heads)
+    if not only_head:
+        return lambda texts: [a.predictions[head].label for a in scorer.analyze(texts)]
+    output, labels = str(scorer.manifest.heads[head]["output"]), scorer.heads[head]
+
+    def one_head(texts: list[str]) -> list[str]:
+        return [labels[int(k)] for k in scorer.outputs(texts, [output])[output].argmax(axis=-1)]
+
+    return one_head
 
 
 def padding(scorer: Any, texts: list[str], case: Case) -> dict[str, Any]:
@@ -77,8 +94,10 @@ def run_onnx(spec: dict[str, Any], case: Case, texts: list[str]) -> dict[str, An
     started = time.perf_counter()
     scorer = open_scorer(spec, case)
     loaded = {"load_s": round(time.perf_counter() - started, 3), "rss_after_load_mb": round(peak_rss_mb(), 1)}
-    timing = time_calls(onnx_labels(scorer), texts, case.chunk, spec["warmup"], spec["passes"])
-    return result(timing) | {"provider": scorer.provider} | loaded | padding(scorer, texts, case)
+    timing = time_calls(analysis_labels(scorer, bool(spec.get("only_head"))), texts, case.chunk, spec["warmup"],
+                        spec["passes"])
+    return (result(timing) | {"provider": scorer.provider, "heads": list(scorer.heads)} | loaded
+            | padding(scorer, texts, case))
 
 
 def run_torch(spec: dict[str, Any], case: Case, texts: list[str]) -> dict[str, Any]:
