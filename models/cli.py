@@ -101,9 +101,10 @@ def _head_option(value: str) -> tuple[str, str]:
 )
 @click.option(
     "--cjk-chars/--no-cjk-chars",
-    default=None,
+    default=False,
+    show_default=True,
     help=f"With --task {ANALYSIS}: one token per CJK character, so entity spans can start and end at "
-    "any character [default: on when an entities head is trained].",
+    "any character (better entities, worse Chinese classification: see models/README.md).",
 )
 @click.option("--warmup-ratio", type=click.FloatRange(0, 0.5), default=0.1, show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None, help=THREADS_HELP)
@@ -125,7 +126,7 @@ def train_command(
     limit: int | None,
     limit_per_head: int | None,
     head_lr_scale: float,
-    cjk_chars: bool | None,
+    cjk_chars: bool,
     warmup_ratio: float,
     threads: int | None,
     overwrite: bool,
@@ -166,7 +167,7 @@ def train_command(
             )
         )
         return
-    if data is None or heads or limit_per_head is not None or cjk_chars is not None:
+    if data is None or heads or limit_per_head is not None or cjk_chars:
         raise click.UsageError(f"--task {task} takes --data (and --limit); --head, --limit-per-head and "
                                f"--cjk-chars are for --task {ANALYSIS}")
     from models.training import TrainConfig, train

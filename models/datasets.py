@@ -25,6 +25,7 @@ import zipfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from models.cache import cache_root
@@ -705,6 +706,10 @@ def check_ner_splits(dataset: NerDataset, parts: dict[Split, list[NerExample]]) 
         raise DataError(f"{dataset.spec}: no entity in the train split")
 
 
+def _news_sentiment_in(lang: str) -> list[Example]:
+    return [Example(h.text, h.label) for h in load_news_headlines() if h.lang == lang]
+
+
 BUILTINS: dict[str, Builtin] = {
     b.name: b
     for b in (
@@ -742,6 +747,16 @@ BUILTINS: dict[str, Builtin] = {
             NEWS_SENTIMENT_LABELS,
             "models/data/news_sentiment.jsonl: Chinese and English news headlines written for the project",
             lambda: [Example(h.text, h.label) for h in load_news_headlines()],
+        ),
+        *(
+            Builtin(
+                f"news-sentiment-{lang}",
+                "sentiment",
+                NEWS_SENTIMENT_LABELS,
+                f"the {lang} headlines of builtin:news-sentiment (the same split: it follows the text)",
+                partial(_news_sentiment_in, lang),
+            )
+            for lang in NEWS_LANGS
         ),
         Builtin(
             "news-sections",

@@ -76,23 +76,47 @@ def decode_entities(text: str, offsets: Sequence[tuple[int, int]], token_labels:
                     token_probs: Sequence[float]) -> tuple[Entity, ...]:
     """The entities of `text` from per-token BIO labels and their probabilities.  `offsets` are the
     tokens' (start, end) characters in `text` ((0, 0): a special token, which ends any entity).  An
-    entity runs from its first token's start to its last token's end, less edge whitespace; its score
-    is the mean probability of its tokens' labels.  Spans that are only whitespace or punctuation
+    entity runs from its first token's start to its last token's end, less edge whitespace, widened
+    to whole words in space-separated scripts (an entity that then overlaps the previous one is
+    part of it); its score is the mean probability of its tokens' labels.  Spans that are only whitespace or punctuation
     (an empty normalized form) are dropped."""
     labels = [OUTSIDE if start == end else label
               for (start, end), label in zip(offsets, token_labels, strict=True)]
-    found = []
+    found: list[Entity] = []
     for kind, first, last in bio_spans(labels):
         start, end = offsets[first][0], offsets[last][1]
         raw = text[start:end]
         start += len(raw) - len(raw.lstrip())
         end -= len(raw) - len(raw.rstrip())
+        start, end = _whole_words(text, start, end)
+        score = float(np.mean(token_probs[first : last + 1]))
+        if found and start < found[-1].end:  # widened into the previous entity: one name, its type
+            previous = found.pop()
+            kind, start, end = previous.type, previous.start, max(end, previous.end)
+            score = (previous.score + score) / 2
         span = text[start:end]
         normalized = normalize_entity(span)
         if normalized:
-            score = float(np.mean(token_probs[first : last + 1]))
             found.append(Entity(span, normalized, kind, start, end, score))
     return tuple(found)
+
+
+def _in_word(char: str) -> bool:
+    """A letter or digit of a script that separates words with spaces (not CJK, where every
+    character may end a name)."""
+    return char.isalnum() and not ("\u2e80" <= char <= "\u9fff" or "\uac00" <= char <= "\ud7af"
+                                   or "\uf900" <= char <= "\ufaff" or "\U00020000" <= char <= "\U0003134f")
+
+
+def _whole_words(text: str, start: int, end: int) -> tuple[int, int]:
+    """[start, end) widened to whole words where it cuts one: a subword tokenizer can label part
+    of a name ("Li" of "Linjiang"), but in space-separated scripts names end at word boundaries."""
+    if start < end:
+        while start > 0 and _in_word(text[start - 1]) and _in_word(text[start]):
+            start -= 1
+        while end < len(text) and _in_word(text[end]) and _in_word(text[end - 1]):
+            end += 1
+    return start, end
 
 
 def cuda_available() -> bool:

@@ -32,6 +32,7 @@ Partition = tuple[str, int]
 # A keepalive poll waits this long: poll(0) gives up on a pending rebalance at once, so a member
 # paused through a store outage would hold up the whole group's rebalance until the store is back.
 KEEPALIVE_POLL_MS = 1000
+METADATA_MAX_AGE_MS = 10_000
 
 
 def to_record(msg: Any) -> SourceRecord:
@@ -70,6 +71,10 @@ class KafkaSource:
             max_poll_records=2000,
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=max(1000, settings.session_timeout_ms // 4),
+            # A member that joins before its client has the topic's metadata (just created, or
+            # the broker slow to answer) is assigned nothing until the next metadata refresh:
+            # 10 s instead of kafka-python's 5 minutes.
+            metadata_max_age_ms=METADATA_MAX_AGE_MS,
         )
         # Partitions revoked since the batch in hand was started (kept through keepalive).
         self._revoked: set[Partition] = set()

@@ -290,6 +290,8 @@ def test_analysis_arguments_are_checked(tiny_encoder: tuple[Path, dict[str, Path
     assert code == 2 and "NAME=SPEC" in stderr
     code, _, stderr = _run([*common, "--task", "risk", "--head", f"risk={files['risk']}"], capsys)
     assert code == 2 and "--data" in stderr
+    code, _, stderr = _run([*common, "--task", "risk", "--data", str(files["risk"]), "--cjk-chars"], capsys)
+    assert code == 2 and "--cjk-chars are for --task analysis" in stderr
     # A head's data problem stops the run before any weight is loaded (exit 4, DataError).
     code, _, stderr = _run([*common, "--task", "analysis", "--head", f"risk={files['risk']}",
                             "--head", "entities=ner:en-gold"], capsys)
@@ -413,7 +415,7 @@ def test_a_trained_checkpoint_and_its_package_tokenizer_split_cjk(tmp_path: Path
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     texts = [str(r["text"]) for r in rows] + ["hello world, visited Paris.", "临江化工 hello 在北京"]
 
-    for flag, split in (("--no-cjk-chars", False), (None, True)):  # default: on with an entities head
+    for flag, split in ((None, False), ("--cjk-chars", True)):  # default: off
         out = tmp_path / f"m{split}"
         args = ["train", "--task", "analysis", "--base", str(base), "--out", str(out), "--head",
                 f"entities={data}", "--epochs", "1", "--batch-size", "8", "--max-length", "32", "--threads", "1"]

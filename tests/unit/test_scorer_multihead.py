@@ -199,3 +199,19 @@ def test_asking_for_one_output_gives_exactly_that_output_of_the_full_run(scorer:
     [only] = scorer.outputs(texts, ["sentiment_logits"]).values()
     np.testing.assert_allclose(only, full["sentiment_logits"], atol=1e-6)
     assert set(full) >= {"sentiment_logits", "entities_logits", "embedding"}
+
+
+def test_an_entity_that_cuts_a_word_is_widened_to_the_whole_word() -> None:
+    text = "Leak at Linjiang Chemical, says Ａｎｎａ Berg; 临江化工在北京"
+    # Subword pieces: "Li" | "n" | "jiang" of Linjiang, "Ａｎ" | "ｎａ" of a full-width name, CJK chars.
+    pieces = [(8, 10), (10, 11), (11, 16), (17, 25), (32, 34), (34, 36), (37, 41), (43, 44), (44, 45), (48, 50)]
+    labels = ["B-ORG", "O", "B-ORG", "I-ORG", "B-PER", "O", "B-PER", "B-LOC", "B-LOC", "B-LOC"]
+    found = decode_entities(text, pieces, labels, [0.9] * len(pieces))
+    assert [(e.text, e.type) for e in found] == [
+        ("Linjiang Chemical", "ORG"),  # "Li" widened to "Linjiang"; "jiang…" was the same word
+        ("Ａｎｎａ", "PER"),  # full-width letters are letters of a spaced script too
+        ("Berg", "PER"),
+        ("临", "LOC"), ("江", "LOC"),  # CJK: every character may end a name, nothing is widened
+        ("北京", "LOC"),
+    ]
+    assert all(text[e.start:e.end] == e.text for e in found)
