@@ -57,8 +57,8 @@ def test_bench_on_a_multihead_package_prints_every_section(kafka_bootstrap: str,
     assert all("error" not in c for c in report["cases"]), report["cases"]
     for line in ("absolute figures are this host's", "case ", "analysis_vs_single=", "per CPU-second:",
                  "package tiny-news", "baseline package tiny-sentiment", "FLOPs per text (package",
-                 "FLOPs per text (baseline", "full analysis (sentiment, category, risk; one pass) vs single "
-                 "classifier (sentiment)", "host peak:", "analysis-all-heads b64   load"):
+                 "FLOPs per text (baseline", "full analysis (every head, one pass) vs single classifier (sentiment)",
+                 "host peak:", "analysis-all-heads b64   load"):
         assert line in result.output, line
     analysis, single_case = (c for c in report["cases"] if c["group"] == "heads")
     assert analysis["heads"] == ["sentiment", "category", "risk"] and single_case["heads"] == ["sentiment"]

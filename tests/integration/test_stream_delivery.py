@@ -222,7 +222,7 @@ def test_store_outage_pauses_and_loses_nothing(
     def consume() -> None:
         result["counts"] = run_pipeline(settings, "kafka", scorers=_scorers(tiny_packages), idle_exit_s=4)
 
-    worker = threading.Thread(target=consume)
+    worker = threading.Thread(target=consume, daemon=True)  # a stuck consumer fails the test, not the session
     worker.start()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not admin.scalar(f"SELECT count() FROM {db}.scored"):
