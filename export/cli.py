@@ -64,8 +64,9 @@ def export_command(model_dir: Path, out: Path, int8: bool, fp16: bool, opset: in
     ))
     graph = manifest.data["export"]["graph"]
     click.echo(f"{manifest.version}  {manifest.task}  {_labels(manifest)}  -> {out}")
-    click.echo(f"graph: {'fused ' + ','.join(graph.get('fused_ops', {})) if graph['optimized'] else 'plain'}"
-               + (f" ({graph['reason']})" if graph.get("reason") else ""))
+    click.echo(f"fp32 graph: {graph['fp32_graph']}" + (f" ({graph['reason']})" if graph.get("reason") else "")
+               + "".join(f", {name} {speed['items_per_cpu_s']}" for name, speed in graph.get("speed_b32", {}).items())
+               + (" items per CPU-second at batch 32" if graph.get("speed_b32") else ""))
     click.echo(f"parity on {manifest.data['export']['check_data']['n']} texts "
                f"({manifest.data['export']['check_data']['source']}):")
     click.echo(_table(["variant", "status", "max|Δlogit|", "agreement", "accuracy", "checked on", "MB", "note"],

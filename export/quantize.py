@@ -2,8 +2,9 @@
 
 Two families:
 
-* dynamic (`quantize_dynamic` on the fused graph, per-channel int8 weights): each batch sets its
-  activation scales, so a text's scores move a little with its batch-mates;
+* dynamic (`quantize_dynamic` on the shipped fp32 graph, the fused or the plain one, whichever the
+  export timed faster; per-channel int8 weights): each batch sets its activation scales, so a
+  text's scores move a little with its batch-mates;
 * static QDQ (`quantize_static` on the plain graph, per-channel int8 weights, uint8 activations,
   the u8*s8 VNNI path of x86): activation scales fixed by calibration on training texts (MinMax,
   Entropy or Percentile), so scores do not depend on batch-mates and no per-batch quantization
@@ -169,9 +170,9 @@ def quantize_static_int8(src: Path, dst: Path, calibration: str, cache: Path, ex
 
 @dataclass
 class Builder:
-    """Builds any scheme of the families from the fused graph (dynamic) and the plain graph (static)."""
+    """Builds any scheme of the families from the shipped fp32 graph (dynamic) and the plain graph (static)."""
 
-    fused: Path
+    fp32: Path
     plain: Path
     work: Path
     calibration_reader: Callable[[], EncodedReader]
@@ -180,7 +181,7 @@ class Builder:
     def groups(self, family: str) -> dict[str, list[str]]:
         key = "dynamic" if family == "dynamic" else "static"
         if key not in self._groups:
-            self._groups[key] = node_groups(self.fused if key == "dynamic" else self.plain,
+            self._groups[key] = node_groups(self.fp32 if key == "dynamic" else self.plain,
                                             DYNAMIC_OPS if key == "dynamic" else STATIC_OPS)
         return self._groups[key]
 
@@ -190,7 +191,7 @@ class Builder:
         if exclude is None:
             exclude = {name for g in scheme.fp32_groups for name in groups.get(g, [])}
         if scheme.calibration is None:
-            quantize_dynamic_int8(self.fused, dst, sorted(exclude))
+            quantize_dynamic_int8(self.fp32, dst, sorted(exclude))
         else:
             cache = self.work / f"ranges-{scheme.calibration}.json"
             reader = None if cache.is_file() else self.calibration_reader()

@@ -38,7 +38,16 @@ from models.datasets import (
 from models.evaluation import Encoded, calibration, collate, encode, length_grouped_batches, metrics
 from models.multihead import ENTITY_LABELS, SEQUENCE, TOKEN, HeadsConfig, HeadSpec, MultiHeadModel
 from models.splits import SPLITS, Split, normalize_text
-from models.training import FULL_LR, _save, _usable_length, _versions, cpu_threads, optimizer_for
+from models.training import (
+    FULL_LR,
+    BestEpoch,
+    _save,
+    _usable_length,
+    _versions,
+    cpu_threads,
+    fit_epoch,
+    optimizer_for,
+)
 from stream.core.errors import DataError, ModelError
 from stream.core.scorer import decode_entities
 
@@ -391,57 +400,41 @@ def train_multitask(config: MultiTaskConfig, echo: Callable[[str], None] = click
     # 4. Epochs; keep the weights of the best mean validation score.
     by_name = {h.spec.name: h for h in heads}
     history: list[dict[str, Any]] = []
-    best: dict[str, torch.Tensor] | None = None
-    best_score, best_loss, best_epoch = -1.0, float("inf"), 0
+    best = BestEpoch()
+
+    def loss_of(step: tuple[str, list[int]]) -> tuple[torch.Tensor, int]:
+        name, indices = step
+        batch = _batch(tokenizer, by_name[name].encoded["train"], indices)
+        labels = batch.pop("labels")
+        return _loss(model(**batch)[name], labels), len(indices)
+
     model.train()
     for epoch in range(1, config.epochs + 1):
         epoch_start = time.time()
         plan = [(name, b) for name, ls in lengths.items()
                 for b in length_grouped_batches(ls, config.batch_size, rng)]
         rng.shuffle(plan)
-        running: dict[str, float] = dict.fromkeys(lengths, 0.0)
-        seen: dict[str, int] = dict.fromkeys(lengths, 0)
-        bar = tqdm(plan, desc=f"epoch {epoch}/{config.epochs}", unit="batch", dynamic_ncols=True)
-        for name, indices in bar:
-            batch = _batch(tokenizer, by_name[name].encoded["train"], indices)
-            labels = batch.pop("labels")
-            loss = _loss(model(**batch)[name], labels)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            running[name] += float(loss.detach()) * len(indices)
-            seen[name] += len(indices)
-            bar.set_postfix(loss=f"{sum(running.values()) / sum(seen.values()):.4f}",
-                            lr=f"{scheduler.get_last_lr()[0]:.2e}")
-        bar.close()
+        totals = fit_epoch(model, optimizer, scheduler, plan, loss_of, f"epoch {epoch}/{config.epochs}")
         validation = {h.spec.name: score_head(model, tokenizer, h.spec, h.encoded["validation"],
                                               config.batch_size * 2)[0] for h in heads}
         mean_score = float(np.mean([v["score"] for v in validation.values()]))
         mean_loss = float(np.mean([v["loss"] for v in validation.values()]))
         row = {
             "epoch": epoch,
-            "train_loss": {n: running[n] / max(1, seen[n]) for n in lengths},
+            "train_loss": {n: sum(t for (head, _), t in zip(plan, totals, strict=True) if head == n)
+                           / max(1, len(ls)) for n, ls in lengths.items()},
             "validation_loss": {n: v["loss"] for n, v in validation.items()},
             "validation_score": {n: v["score"] for n, v in validation.items()},
             "validation_mean_score": mean_score,
             "seconds": round(time.time() - epoch_start, 1),
         }
         history.append(row)
-        # Ties on the mean score (common on small validation sets) go to the lower mean loss.
-        improved = mean_score > best_score or (mean_score == best_score and mean_loss < best_loss)
-        if improved:
-            best_score, best_loss, best_epoch = mean_score, mean_loss, epoch
-            best = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        improved = best.offer(model, epoch, mean_score, mean_loss)
         scores = ", ".join(f"{n} {v['score']:.4f}" for n, v in validation.items())
         echo(f"epoch {epoch}: validation {scores}; mean {mean_score:.4f}{' (best)' if improved else ''}, "
              f"{row['seconds']}s")
-    if best is not None:
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                if name in best:
-                    param.copy_(best[name])
+    best.restore(model)
+    best_epoch, best_score = best.epoch, best.score
 
     # 5. Temperatures on validation; the test split, once, with the chosen weights.
     report_heads: dict[str, Any] = {}

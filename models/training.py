@@ -10,11 +10,11 @@ import platform
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import torch
@@ -29,6 +29,7 @@ from stream.core.errors import DataError, ModelError
 log = logging.getLogger(__name__)
 
 FULL_LR, LORA_LR = 2e-5, 2e-4
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -148,52 +149,36 @@ def train(config: TrainConfig, echo: Callable[[str], None] = click.echo) -> dict
 
     # 4. Epochs; keep the weights of the best validation macro-F1.
     history: list[dict[str, Any]] = []
-    best: dict[str, torch.Tensor] | None = None
-    best_f1, best_loss, best_epoch = -1.0, float("inf"), 0
+    best = BestEpoch()
+    train_set = encoded["train"]
+
+    def loss_of(indices: list[int]) -> tuple[torch.Tensor, int]:
+        return model(**collate(tokenizer, train_set, indices)).loss, len(indices)
+
     model.train()
     for epoch in range(1, config.epochs + 1):
         epoch_start = time.time()
         batches = length_grouped_batches(lengths, config.batch_size, rng)
-        running, seen = 0.0, 0
-        bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", dynamic_ncols=True)
-        for indices in bar:
-            loss = model(**collate(tokenizer, encoded["train"], indices)).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            running += float(loss.detach()) * len(indices)
-            seen += len(indices)
-            bar.set_postfix(loss=f"{running / seen:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-        bar.close()
+        totals = fit_epoch(model, optimizer, scheduler, batches, loss_of, f"epoch {epoch}/{config.epochs}")
         probs, val_loss = predict(model, tokenizer, encoded["validation"], config.batch_size * 2, "validation")
         val = metrics(encoded["validation"].labels, probs, labels)
         row = {
             "epoch": epoch,
-            "train_loss": running / max(1, seen),
+            "train_loss": sum(totals) / max(1, len(lengths)),
             "validation_loss": val_loss,
             "validation_accuracy": val["accuracy"],
             "validation_macro_f1": val["macro_f1"],
             "seconds": round(time.time() - epoch_start, 1),
         }
         history.append(row)
-        # Ties on macro-F1 (common on small validation sets) go to the lower validation loss.
-        improved = val["macro_f1"] > best_f1 or (val["macro_f1"] == best_f1 and val_loss < best_loss)
-        if improved:
-            best_f1, best_loss, best_epoch = val["macro_f1"], val_loss, epoch
-            best = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        improved = best.offer(model, epoch, val["macro_f1"], val_loss)
         echo(
             f"epoch {epoch}: train loss {row['train_loss']:.4f}, validation loss {val_loss:.4f}, "
             f"accuracy {val['accuracy']:.4f}, macro-F1 {val['macro_f1']:.4f}"
             f"{' (best)' if improved else ''}, {row['seconds']}s"
         )
-
-    if best is not None:
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                if name in best:
-                    param.copy_(best[name])
+    best.restore(model)
+    best_epoch, best_f1 = best.epoch, best.score
     if config.lora:
         model = model.merge_and_unload()  # export sees a plain checkpoint
 
@@ -247,6 +232,55 @@ def train(config: TrainConfig, echo: Callable[[str], None] = click.echo) -> dict
         f"{report['duration_seconds']:.0f}s)"
     )
     return report
+
+
+@dataclass
+class BestEpoch:
+    """The trainable weights of the best epoch so far: the higher validation score, ties (common on
+    small validation sets) to the lower validation loss."""
+
+    score: float = -1.0
+    loss: float = float("inf")
+    epoch: int = 0
+    weights: dict[str, torch.Tensor] | None = None
+
+    def offer(self, model: torch.nn.Module, epoch: int, score: float, loss: float) -> bool:
+        """Keep `model`'s weights if this epoch is the best yet; says whether it was."""
+        if not (score > self.score or (score == self.score and loss < self.loss)):
+            return False
+        self.score, self.loss, self.epoch = score, loss, epoch
+        self.weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        return True
+
+    def restore(self, model: torch.nn.Module) -> None:
+        if self.weights is None:
+            return
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name in self.weights:
+                    param.copy_(self.weights[name])
+
+
+def fit_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+              batches: Sequence[T], loss_of: Callable[[T], tuple[torch.Tensor, int]], desc: str) -> list[float]:
+    """One pass: a step per batch (gradients clipped at norm 1, the schedule advanced), with a
+    progress bar of the running loss; returns each batch's loss times its examples."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    totals: list[float] = []
+    seen = 0
+    bar = tqdm(batches, desc=desc, unit="batch", dynamic_ncols=True)
+    for batch in bar:
+        loss, n = loss_of(batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        totals.append(float(loss.detach()) * n)
+        seen += n
+        bar.set_postfix(loss=f"{sum(totals) / seen:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+    bar.close()
+    return totals
 
 
 def optimizer_for(

@@ -83,44 +83,21 @@ def _key(record: SourceRecord) -> MessageKey:
     return (record.topic, record.partition, record.offset)
 
 
-def item_values(row: ScoredRow | EntityRow, stored_at: dt.datetime) -> list[Any]:
+def _origin(row: ScoredRow | EntityRow) -> list[Any]:
+    """Where an item comes from, in the column order `items` and `scored` share."""
     item, rec = row.item, row.record
-    return [
-        item.id,
-        item.source,
-        item.url,
-        item.title,
-        item.text,
-        item.lang,
-        item.published_at,
-        _when(rec.timestamp_ms),
-        rec.topic,
-        rec.partition,
-        rec.offset,
-        stored_at,
-    ]
+    return [item.lang, item.published_at, _when(rec.timestamp_ms), rec.topic, rec.partition, rec.offset]
+
+
+def item_values(row: ScoredRow | EntityRow, stored_at: dt.datetime) -> list[Any]:
+    item = row.item
+    return [item.id, item.source, item.url, item.title, item.text, *_origin(row), stored_at]
 
 
 def scored_values(row: ScoredRow) -> list[Any]:
-    item, rec, pred = row.item, row.record, row.prediction
-    return [
-        item.id,
-        item.source,
-        item.lang,
-        item.published_at,
-        _when(rec.timestamp_ms),
-        rec.topic,
-        rec.partition,
-        rec.offset,
-        row.task,
-        row.scorer_name,
-        row.model_version,
-        pred.label,
-        pred.score,
-        pred.probs,
-        pred.truncated,
-        row.scored_at,
-    ]
+    pred = row.prediction
+    return [row.item.id, row.item.source, *_origin(row), row.task, row.scorer_name, row.model_version,
+            pred.label, pred.score, pred.probs, pred.truncated, row.scored_at]
 
 
 def entity_values(row: EntityRow) -> list[Any]:

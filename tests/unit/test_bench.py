@@ -218,3 +218,59 @@ def test_quick_bench_writes_a_well_formed_report(tiny_checkpoint: Path, tmp_path
     assert report["targets"]["analysis_vs_single"]["met"] is None  # a single-head subject: not measured
     assert report["flops"]["package"]["flops_per_text"] > 0
     assert all(c["flops_per_text"] > 0 for c in report["cases"])
+
+
+def test_a_multihead_checkpoint_runs_in_torch_beside_its_package(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline cannot load a multi-head checkpoint; the bench runs it in eager torch, every
+    head, and the ONNX cases' labels are compared with it."""
+    from tests.tiny_models import build_tiny_multihead
+
+    monkeypatch.setenv("YUQING_CACHE", str(tmp_path / "cache"))
+    package = build_tiny_multihead(tmp_path)
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(cli, ["bench", "--quick", "--model-dir", str(tmp_path / "ckpt-multihead"),
+                                      "--package", str(package), "--batch-sizes", "4", "--only", "engines",
+                                      "--threads", "1", "--json", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    cases = {c["name"]: c for c in json.loads(out.read_text(encoding="utf-8"))["cases"]}
+    assert set(cases) == {"torch-fp32 b4", "onnx-fp32 b4", "onnx-int8 b4"}
+    assert all("error" not in c for c in cases.values()), cases
+    assert cases["torch-fp32 b4"]["items"] == 48 and cases["torch-fp32 b4"]["provider"].startswith("torch")
+    # the same model on the same texts: fp32 ONNX and eager torch give the same sentiment labels
+    assert cases["onnx-fp32 b4"]["label_agreement_vs_torch"] >= 0.97
+
+
+def test_a_trimmed_package_is_measured_against_its_full_vocabulary(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from export.package import ExportOptions, build_package
+    from stream.core.manifest import VARIANT_FILES
+    from tests.unit.test_export_trim import LABELS, ZH_EN, save_unigram_classifier
+
+    monkeypatch.setenv("YUQING_CACHE", str(tmp_path / "cache"))
+    ckpt = save_unigram_classifier(tmp_path / "ckpt")
+    corpus = tmp_path / "corpus.csv"
+    corpus.write_text("text,label\n" + "\n".join(f'"{t}",{LABELS[i % 2]}' for i, t in enumerate(ZH_EN)) + "\n",
+                      encoding="utf-8")
+    trimmed = build_package(ExportOptions(ckpt, tmp_path / "trimmed", trim_vocab=str(corpus), trim_margin=10,
+                                          progress=False)).path
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(cli, ["bench", "--quick", "--model-dir", str(ckpt), "--package", str(trimmed),
+                                      "--batch-sizes", "4", "--only", "trim", "--threads", "1", "--json", str(out),
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    report = json.loads(out.read_text(encoding="utf-8"))
+    cases = {c["name"]: c for c in report["cases"]}
+    assert set(cases) == {"trimmed-fp32 b4", "untrimmed-fp32 b4"}
+    assert all("error" not in c and c["items"] == 48 for c in cases.values()), cases
+    assert report["package"]["vocabulary"]["pieces"] < report["package"]["vocabulary"]["of"]
+    assert report["untrimmed_package"]["vocabulary"] is None
+    full = Path(report["subjects"]["untrimmed"]).expanduser()
+    sizes = [(p / VARIANT_FILES["fp32"]).stat().st_size for p in (full, trimmed)]
+    ratios_ = report["ratios"]
+    assert ratios_["trim_size"] == round(sizes[0] / sizes[1], 3) and ratios_["trim_size"] > 1
+    rss = [cases[f"{n}-fp32 b4"]["rss_after_load_mb"] for n in ("untrimmed", "trimmed")]
+    assert ratios_["trim_rss"] == round(rss[0] / rss[1], 3)
+    assert 0.0 <= ratios_["trim"]["label_agreement"] <= 1.0 and ratios_["trim"]["load_s"] > 0
+    assert {"trim_size", "trim_rss"} <= set(report["targets"])
+    assert "full vocabulary over trimmed" in result.output

@@ -106,17 +106,25 @@ def test_graph_flops_by_hand(tmp_path: Path) -> None:
     assert counted.describe([10])["by_op"] == {"MatMul": 2880, "Gemm": 36}
 
 
-def test_graph_flops_of_a_fused_package_match_the_model(package: Path) -> None:
-    """The exported graph (fused Attention, MatMul, Gemm for pooler and head) of the tiny BERT:
-    hidden 32, 2 layers, FFN 64, 2 labels, counted by hand from the config."""
+def test_graph_flops_of_plain_and_fused_graphs_match_the_model(package: Path, tmp_path: Path) -> None:
+    """The tiny BERT (hidden 32, 2 layers, FFN 64, 2 labels) counted by hand from the config, and
+    on its graph both as exported (MatMuls) and fused (Attention, MatMul, Gemm for pooler and head)."""
+    from export import onnx_export
+    from export.checkpoint import load_checkpoint
+
     config = json.loads((package.parent / "ckpt" / "config.json").read_text())
     h, f, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
     per_token = layers * (2 * h * 3 * h + 2 * h * h + 2 * 2 * h * f)  # QKV, output projection, FFN in and out
     per_token_squared = layers * 4 * h  # QKᵀ and the weighted sum of V
     per_text = 2 * h * h + 2 * h * 2  # pooler and classifier, once per text
-    counted = flops.graph_flops(package / "model.onnx")
-    assert counted.coefficients == (per_text, per_token, per_token_squared)
-    assert set(counted.by_op) == {"Attention", "MatMul", "Gemm"}
+    plain, fused = tmp_path / "plain.onnx", tmp_path / "fused.onnx"
+    ckpt = load_checkpoint(package.parent / "ckpt", 64)
+    onnx_export.export_fp32(ckpt, plain)
+    onnx_export.optimize_graph(plain, fused, ckpt)
+    for graph, ops in ((plain, {"MatMul", "Gemm"}), (fused, {"Attention", "MatMul", "Gemm"})):
+        counted = flops.graph_flops(graph)
+        assert counted.coefficients == (per_text, per_token, per_token_squared), graph.name
+        assert set(counted.by_op) == ops
 
 
 def test_footprint(package: Path) -> None:

@@ -49,6 +49,24 @@ def run_cli(args: list[str]) -> int:
     return int(exit_info.value.code or 0)
 
 
+def _op_types(path: Path) -> set[str]:
+    import onnx
+
+    return {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
+
+
+def test_the_faster_fp32_graph_ships_and_fp16_keeps_the_fused_kernels(package: Path) -> None:
+    graph = read_manifest(package).data["export"]["graph"]
+    speed = {name: graph["speed_b32"][name]["items_per_cpu_s"] for name in ("plain", "fused")}
+    assert all(v > 0 for v in speed.values())
+    expected = "fused" if speed["fused"] >= speed["plain"] else "plain"
+    assert graph["fp32_graph"] == expected
+    # what the manifest says is what the file holds
+    assert ("Attention" in _op_types(package / VARIANT_FILES["fp32"])) == (expected == "fused")
+    assert "Attention" in _op_types(package / VARIANT_FILES["fp16"])
+    assert not (package / "fused.onnx").exists() and not (package / "plain.onnx").exists()
+
+
 def test_export_passes_the_gate_and_writes_a_complete_package(package: Path) -> None:
     manifest = read_manifest(package)
     data = manifest.data

@@ -235,3 +235,26 @@ def test_export_with_a_trimmed_vocabulary(tmp_path: Path, unigram_ckpt: Path) ->
     b = OnnxScorer.open(small.path).outputs(texts)["logits"]
     np.testing.assert_allclose(a, b, atol=1e-4)
     assert read_manifest(small.path).data["export"]["vocab_trim"]["languages"] == ["zh", "en"]
+
+
+def test_an_entity_corpus_counts_by_its_texts(tmp_path: Path, unigram_ckpt: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--trim-vocab` takes ner: corpora beside classification data: their sentences' pieces are kept."""
+    from models import datasets
+    from models.datasets import NerBuiltin, NerExample
+
+    half = len(ZH_EN) // 2
+    corpus = tmp_path / "corpus.csv"
+    corpus.write_text("text,label\n" + "\n".join(f'"{t}",{LABELS[i % 2]}' for i, t in enumerate(ZH_EN[:half]))
+                      + "\n", encoding="utf-8")
+    sentences = NerBuiltin("sentences", "the other half, as an entity corpus",
+                           lambda: [NerExample(t, (), "train") for t in ZH_EN[half:]])
+    monkeypatch.setitem(datasets.NER_BUILTINS, "sentences", sentences)
+    one = build_package(ExportOptions(unigram_ckpt, tmp_path / "one", trim_vocab=str(corpus), trim_margin=0,
+                                      progress=False)).data["export"]["vocab_trim"]
+    both = build_package(ExportOptions(unigram_ckpt, tmp_path / "both", trim_vocab=f"{corpus}+ner:sentences",
+                                       trim_margin=0, progress=False)).data["export"]["vocab_trim"]
+    assert both["corpus_texts"] == len(ZH_EN) and one["corpus_texts"] == half
+    assert both["kept_by"]["corpus"] > one["kept_by"]["corpus"]
+    # every check text (the built-in sentences) is now covered by counted pieces
+    assert both["check_tokenization"]["agreement"] == 1.0

@@ -21,7 +21,7 @@ DEFAULT_MICRO_BATCH = 256  # the consumer's batch.max_items default: what one pi
 @dataclass(frozen=True)
 class Case:
     name: str
-    group: str  # "engines" | "bucketing" | "heads" | "e2e" | "stories"
+    group: str  # "engines" | "bucketing" | "heads" | "trim" | "e2e" | "stories"
     engine: str  # "torch" | "onnx" | "e2e" | "stories"
     variant: str  # torch: "fp32" | "fp16"; onnx: the ONNX variant
     batch_size: int  # texts per model run (the scorer's sub-batch for onnx, the pipeline's for torch)
@@ -31,7 +31,8 @@ class Case:
     token_budget: int = 0
     # "package" | "baseline": the single classifier of the "heads" group | "one-head": without a
     # baseline package, the package's own graph asked for its first sequence head's output alone
-    # (the encoder and one linear layer: what a single classifier on the same base computes).
+    # (the encoder and one linear layer: what a single classifier on the same base computes) |
+    # "untrimmed": the package's checkpoint exported with its full vocabulary (the "trim" group).
     subject: str = "package"
 
 
@@ -43,11 +44,13 @@ def plan(
     e2e: bool,
     heads_variant: str | None = None,
     baseline: bool = True,
+    untrimmed: bool = False,
     micro_batch: int = DEFAULT_MICRO_BATCH,
 ) -> list[Case]:
     """The engines at each batch size (torch, ONNX fp32, ONNX int8 on CPU or fp16 on CUDA), the
     scorer with and without bucketing, a multi-head package's full analysis against a single
-    classifier (with `heads_variant`), and the consumer end to end against raw ONNX Runtime."""
+    classifier (with `heads_variant`), a trimmed package against its full vocabulary (with
+    `untrimmed`), and the consumer end to end against raw ONNX Runtime."""
     from stream.core.scorer import DEFAULT_BATCH_SIZE, DEFAULT_TOKEN_BUDGET
 
     reduced = "fp16" if device == "cuda" else "int8"
@@ -72,6 +75,11 @@ def plan(
         for name, subject in (("analysis-all-heads", "package"), single):
             cases.append(Case(f"{name} b{DEFAULT_BATCH_SIZE}", "heads", "onnx", heads_variant, DEFAULT_BATCH_SIZE,
                               micro_batch, token_budget=DEFAULT_TOKEN_BUDGET, subject=subject))
+    if untrimmed:
+        # fp32 both: the vocabulary is the difference (an untrimmed int8 would be another scheme).
+        sub = _middle(batch_sizes)
+        for name, subject in (("trimmed", "package"), ("untrimmed", "untrimmed")):
+            cases.append(Case(f"{name}-fp32 b{sub}", "trim", "onnx", "fp32", sub, sub, subject=subject))
     if e2e:
         # The consumer as deployed: micro-batches of batch.max_items, the scorer's default sub-batch.
         cases.append(Case(f"e2e b{micro_batch}", "e2e", "e2e", reduced, DEFAULT_BATCH_SIZE, micro_batch,

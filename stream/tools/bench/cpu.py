@@ -123,7 +123,7 @@ def lines(report: dict[str, Any]) -> str:
     """The package, FLOPs, multi-head and CPU-peak blocks under the bench table."""
     peak = report.get("cpu_peak") or {}
     out = []
-    for role in ("package", "baseline_package"):
+    for role in ("package", "baseline_package", "untrimmed_package"):
         package = report.get(role)
         if not package:
             continue
@@ -152,6 +152,11 @@ def lines(report: dict[str, Any]) -> str:
                       if target.get("met") is not None else "")
                    + f"; FLOPs per text {analysis['flops_per_text'] / 1e6:.4g} vs {single['flops_per_text'] / 1e6:.4g}"
                    " MFLOP")
+    trim = ratios.get("trim")
+    if trim:
+        out.append(f"full vocabulary over trimmed, fp32: model.onnx {ratios.get('trim_size')}x on disk, RSS after "
+                   f"load {ratios.get('trim_rss')}x, peak RSS {trim['peak_rss']}x, load time {trim['load_s']}x; "
+                   f"trimmed speed {trim['trimmed_vs_full_speed']}x, same labels {trim['label_agreement']:.1%}")
     if peak:
         out.append(f"host peak: fp32 {peak['fp32_gflops']} GFLOP/s ({peak['fp32_path']}), int8 {peak['int8_gflops']} "
                    f"GOP/s ({peak['int8_path']}) at {peak['clock_ghz']} GHz × {peak['cores']} cores")

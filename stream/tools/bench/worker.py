@@ -102,22 +102,48 @@ def run_onnx(spec: dict[str, Any], case: Case, texts: list[str]) -> dict[str, An
 
 def run_torch(spec: dict[str, Any], case: Case, texts: list[str]) -> dict[str, Any]:
     import torch
-    from transformers import pipeline
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     torch.set_num_threads(spec["threads"])
     torch.set_num_interop_threads(1)  # as ORT's inter_op_num_threads
     dtype = torch.float16 if case.variant == "fp16" else torch.float32
-    pipe = pipeline("text-classification", model=spec["checkpoint"], device=spec["device"], dtype=dtype)
-    options = {"batch_size": case.batch_size, "truncation": True, "max_length": int(spec["max_length"])}
-
-    def score(part: list[str]) -> list[str]:
-        return [r["label"] for r in pipe(part, **options)]
-
-    timing = time_calls(score, texts, case.chunk, spec["warmup"], spec["passes"])
+    timing = time_calls(torch_labels(spec, case, dtype), texts, case.chunk, spec["warmup"], spec["passes"])
     return result(timing) | {"provider": f"torch {torch.__version__} {spec['device']}",
                              "torch_threads": torch.get_num_threads()}
+
+
+def torch_labels(spec: dict[str, Any], case: Case, dtype: Any) -> Callable[[list[str]], list[str]]:
+    """The checkpoint as a transformers user runs it: a classifier through `pipeline`; a multi-head
+    checkpoint (which `pipeline` cannot load) in eager torch the way the pipeline runs a model:
+    its own tokenizer, `batch_size` texts per forward padded to the longest, every head computed,
+    the primary head's labels returned."""
+    import torch
+    from transformers import AutoTokenizer, pipeline
+
+    from models import multihead
+
+    path, device, max_length = Path(spec["checkpoint"]), spec["device"], int(spec["max_length"])
+    if not multihead.is_multihead(path):
+        pipe = pipeline("text-classification", model=str(path), device=device, dtype=dtype)
+        options = {"batch_size": case.batch_size, "truncation": True, "max_length": max_length}
+        return lambda part: [r["label"] for r in pipe(part, **options)]
+    model = multihead.load(path).to(device=device, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    head = primary_head({h.name: h.labels for h in model.config.heads if h.kind == multihead.SEQUENCE})
+    labels = model.config.head(head).labels
+
+    def score(part: list[str]) -> list[str]:
+        found: list[str] = []
+        for i in range(0, len(part), case.batch_size):
+            batch = tokenizer(part[i : i + case.batch_size], padding=True, truncation=True, max_length=max_length,
+                              return_tensors="pt").to(device)
+            with torch.inference_mode():
+                out = model(batch["input_ids"], batch["attention_mask"])
+            found += [labels[k] for k in out[head].argmax(dim=-1).tolist()]
+        return found
+
+    return score
 
 
 def result(timing: Timing) -> dict[str, Any]:
