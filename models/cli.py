@@ -6,6 +6,7 @@ torch and transformers are imported inside the commands, so `yuqing --help` stay
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import click
@@ -44,6 +45,17 @@ def _head_option(value: str) -> tuple[str, str]:
     if not sep or not name.strip() or not spec.strip():
         raise click.BadParameter(f"expected NAME=SPEC, got {value!r}", param_hint="--head")
     return name.strip(), spec.strip()
+
+
+def _weight_option(value: str) -> tuple[str, float]:
+    name, sep, weight = value.partition("=")
+    try:
+        parsed = float(weight)
+    except ValueError:
+        parsed = -1.0
+    if not sep or not name.strip() or not (math.isfinite(parsed) and parsed >= 0):
+        raise click.BadParameter(f"expected NAME=WEIGHT with a weight >= 0, got {value!r}", param_hint="--head-weight")
+    return name.strip(), parsed
 
 
 @click.command("train")
@@ -100,6 +112,13 @@ def _head_option(value: str) -> tuple[str, str]:
     help=f"With --task {ANALYSIS}: the heads' learning rate as a multiple of --lr.",
 )
 @click.option(
+    "--head-weight",
+    "head_weights",
+    multiple=True,
+    metavar="NAME=W",
+    help=f"With --task {ANALYSIS}: multiply a head's loss by W (default 1), once per head.",
+)
+@click.option(
     "--cjk-chars/--no-cjk-chars",
     default=False,
     show_default=True,
@@ -126,6 +145,7 @@ def train_command(
     limit: int | None,
     limit_per_head: int | None,
     head_lr_scale: float,
+    head_weights: tuple[str, ...],
     cjk_chars: bool,
     warmup_ratio: float,
     threads: int | None,
@@ -161,15 +181,16 @@ def train_command(
                 freeze_embeddings=freeze_embeddings,
                 limit_per_head=limit_per_head,
                 head_lr_scale=head_lr_scale,
+                head_weights=tuple(_weight_option(w) for w in head_weights),
                 cjk_chars=cjk_chars,
                 warmup_ratio=warmup_ratio,
                 threads=threads,
             )
         )
         return
-    if data is None or heads or limit_per_head is not None or cjk_chars:
-        raise click.UsageError(f"--task {task} takes --data (and --limit); --head, --limit-per-head and "
-                               f"--cjk-chars are for --task {ANALYSIS}")
+    if data is None or heads or limit_per_head is not None or cjk_chars or head_weights:
+        raise click.UsageError(f"--task {task} takes --data (and --limit); --head, --limit-per-head, "
+                               f"--head-weight and --cjk-chars are for --task {ANALYSIS}")
     from models.training import TrainConfig, train
 
     train(

@@ -79,6 +79,9 @@ class MultiTaskConfig:
     # One token per CJK character (split_cjk_chars).  Off: on the demo's four heads it raised entity
     # F1 0.43 -> 0.47 but cost sentiment and category 6-7 points of macro-F1 (models/README.md).
     cjk_chars: bool = False
+    # (head name, multiplier of its loss); unnamed heads weigh 1.  More weight on a head pulls the
+    # shared encoder its way without more steps (see "One encoder for every head" in models/README.md).
+    head_weights: tuple[tuple[str, float], ...] = ()
 
 
 # ------------------------------------------------------------------ entity token labels
@@ -343,6 +346,9 @@ def train_multitask(config: MultiTaskConfig, echo: Callable[[str], None] = click
     names = [name for name, _ in config.heads]
     if not names or len(set(names)) != len(names) or "embedding" in names:
         raise DataError(f"give each head once, none named 'embedding': {names}")
+    weights = dict(config.head_weights)
+    if set(weights) - set(names) or any(w < 0 for w in weights.values()):
+        raise DataError(f"--head-weight names heads of this run ({', '.join(names)}) with weights >= 0: {weights}")
 
     # 1. Every input problem fails here, before any weight is loaded.
     base = resolve_base(config.base)
@@ -406,7 +412,7 @@ def train_multitask(config: MultiTaskConfig, echo: Callable[[str], None] = click
         name, indices = step
         batch = _batch(tokenizer, by_name[name].encoded["train"], indices)
         labels = batch.pop("labels")
-        return _loss(model(**batch)[name], labels), len(indices)
+        return weights.get(name, 1.0) * _loss(model(**batch)[name], labels), len(indices)
 
     model.train()
     for epoch in range(1, config.epochs + 1):

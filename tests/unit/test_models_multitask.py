@@ -20,6 +20,7 @@ from models.multihead import ENTITY_LABELS, HEADS_JSON, HEADS_WEIGHTS, SEQUENCE,
 from models.multitask import (  # noqa: E402
     ENTITY_ID,
     HeadData,
+    MultiTaskConfig,
     _hold_out_across_heads,
     bio_labels,
     encode_entities,
@@ -27,6 +28,7 @@ from models.multitask import (  # noqa: E402
     fit_temperature,
     softmax,
     split_cjk_chars,
+    train_multitask,
 )
 from models.splits import split_of  # noqa: E402
 from stream.cli import main  # noqa: E402
@@ -299,6 +301,16 @@ def test_analysis_arguments_are_checked(tiny_encoder: tuple[Path, dict[str, Path
     code, _, stderr = _run([*common, "--task", "analysis", "--head", f"risk={files['risk']}",
                             "--head", f"risk={files['category']}"], capsys)
     assert code == 4 and "each head once" in stderr
+    for bad in ("risk", "risk=", "risk=-1", "risk=nan", "risk=inf", "=2"):
+        code, _, stderr = _run([*common, "--task", "analysis", "--head", f"risk={files['risk']}",
+                                "--head-weight", bad], capsys)
+        assert code == 2 and "NAME=WEIGHT" in stderr, bad
+    code, _, stderr = _run([*common, "--task", "analysis", "--head", f"risk={files['risk']}",
+                            "--head-weight", "mood=2"], capsys)
+    assert code == 4 and "--head-weight names heads of this run (risk)" in stderr
+    code, _, stderr = _run([*common, "--task", "risk", "--data", str(files["risk"]), "--head-weight", "risk=2"],
+                           capsys)
+    assert code == 2 and "--head-weight" in stderr
     assert not (tmp_path / "m").exists()
 
 
@@ -431,3 +443,32 @@ def test_a_trained_checkpoint_and_its_package_tokenizer_split_cjk(tmp_path: Path
         ckpt.tokenizer.backend_tokenizer.save(str(package_tokenizer))
         encoded = encode(load_tokenizer(package_tokenizer, ckpt.max_length), texts)
         assert parity.tokenizer_agreement(ckpt, encoded, texts) == 1.0
+
+
+def test_a_head_weighed_zero_leaves_its_head_untouched(tiny_encoder: tuple[Path, dict[str, Path]], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """--head-weight scales a head's loss: at 0 its gradients vanish, so its bias (never decayed)
+    ends where it started while the other head's moves."""
+    from safetensors.torch import load_file
+
+    from models.multihead import MultiHeadModel
+
+    base, files = tiny_encoder
+    initial: dict[str, torch.Tensor] = {}
+    make = MultiHeadModel.from_base.__func__  # type: ignore[attr-defined]
+
+    def spy(cls: type[MultiHeadModel], location: str, config: object) -> MultiHeadModel:
+        model = make(cls, location, config)
+        initial.update({k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith("heads.")})
+        return model
+
+    monkeypatch.setattr(MultiHeadModel, "from_base", classmethod(spy))
+    out = tmp_path / "weighted"
+    train_multitask(MultiTaskConfig(heads=(("sentiment", str(files["sentiment"])), ("risk", str(files["risk"]))),
+                                    base=str(base), out=out, epochs=1, lr=3e-3, batch_size=8, max_length=32,
+                                    threads=1, head_weights=(("risk", 0.0),)), echo=lambda _: None)
+    saved = load_file(str(out / HEADS_WEIGHTS))
+    assert torch.equal(saved["risk.bias"], initial["heads.risk.bias"])
+    assert not torch.equal(saved["sentiment.bias"], initial["heads.sentiment.bias"])
+    report = json.loads((out / "training_report.json").read_text())
+    assert report["hyperparameters"]["head_weights"] == [["risk", 0.0]]
