@@ -117,7 +117,8 @@ def build_package(opts: ExportOptions) -> Manifest:
         int8_search: list[dict[str, Any]] = []
         if opts.int8:
             step("searching int8 schemes")
-            variants["int8"] = _int8(opts, ckpt, checks, tmp, ref, fp32_accuracy, int8_search)
+            variants["int8"] = _int8(opts, ckpt, checks, tmp, ref, fp32_accuracy, int8_search,
+                                     graph.get("speed_b32", {}).get(graph["fp32_graph"]))
             bar.update()
             _gate("int8", variants["int8"], graph)
             bar.update()
@@ -152,7 +153,8 @@ FUSED = "fused.onnx"
 
 
 def _int8(opts: ExportOptions, ckpt: Checkpoint, checks: CheckSet, tmp: Path, ref: parity.Reference,
-          fp32_accuracy: parity.Accuracy, searches: list[dict[str, Any]]) -> dict[str, Any]:
+          fp32_accuracy: parity.Accuracy, searches: list[dict[str, Any]],
+          fp32_speed: dict[str, float] | None = None) -> dict[str, Any]:
     """Every family's first scheme that holds the gate (the family with every node int8, else the
     sensitivity search's steps in turn); the fastest of those at batch 32 ships.  Returns its gate
     result with every attempt, or the last failed one."""
@@ -164,7 +166,8 @@ def _int8(opts: ExportOptions, ckpt: Checkpoint, checks: CheckSet, tmp: Path, re
     families = quantize.FAMILIES if opts.int8_scheme == "auto" else (opts.int8_scheme,)
     # The search judges accuracy against torch's on the selection texts, not fp32's on the check texts.
     selection_accuracy = parity.accuracies(parity.compare(selection, selection.outputs))
-    fp32_speed = quantize.items_per_cpu_second(fp32, ref.encoded, pad)
+    # The fp32 graph's speed, unless the graph choice already timed it on the same texts.
+    fp32_speed = fp32_speed or quantize.items_per_cpu_second(fp32, ref.encoded, pad)
     attempts: list[dict[str, Any]] = []
     passed: list[tuple[dict[str, Any], Path]] = []
     failed: dict[str, Any] = {}
