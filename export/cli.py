@@ -39,7 +39,8 @@ DEFAULT_PACKAGES = Path("artifacts/packages")
 @click.option("--task", help="Task (default: training report's).")
 @click.option("--no-optimize", is_flag=True, help="Skip ONNX Runtime's transformer fusions.")
 @click.option("--int8-scheme", default="auto", show_default=True,
-              type=click.Choice(["auto", "dynamic", "static_minmax", "static_entropy", "static_percentile"]),
+              type=click.Choice(["auto", "dynamic", "per_token",
+                                 "static_minmax", "static_entropy", "static_percentile"]),
               help="int8 family; auto searches every family and ships the fastest that holds parity.")
 @click.option("--calibration-limit", default=256, show_default=True, type=click.IntRange(1),
               help="Training texts that calibrate static int8.")

@@ -99,6 +99,9 @@ def build_package(opts: ExportOptions) -> Manifest:
         step("exporting fp32 ONNX")
         fp32 = tmp / VARIANT_FILES["fp32"]
         onnx_export.export_fp32(ckpt, fp32, opts.opset)
+        # Over the graph as exported: the fused one may ship instead where it times faster, and the
+        # same weights keep one version wherever they are exported.
+        version = _version(opts, ckpt, fp32, tmp / TOKENIZER)
         if opts.int8:  # static int8 starts from the plain graph (see export.quantize)
             shutil.copyfile(fp32, tmp / _PLAIN)
         bar.update()
@@ -134,7 +137,7 @@ def build_package(opts: ExportOptions) -> Manifest:
 
         (tmp / FUSED).unlink(missing_ok=True)
         step("writing manifest")
-        manifest = _manifest(opts, ckpt, tmp, variants, graph, checks, tok_agreement)
+        manifest = _manifest(opts, ckpt, tmp, version, variants, graph, checks, tok_agreement)
         manifest["export"] |= {"vocab_trim": vocab_trim, "int8_search": int8_search or None}
         (tmp / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         bar.update()
@@ -176,11 +179,12 @@ def _int8(opts: ExportOptions, ckpt: Checkpoint, checks: CheckSet, tmp: Path, re
         builder = quantize.Builder(fp32, plain, work, lambda: quantize.EncodedReader(
             calibration_encoded, ckpt.input_names, pad))
         probes = {family: quantize.probe(builder, family, selection, pad) for family in families}
-        static = [f for f in families if f != "dynamic"]
+        static = [f for f in families if f.startswith("static_")]
         best_static = min(static, key=lambda f: probes[f].every_node["mean_abs_diff"]) if static else None
         for family, found in probes.items():
             schemes: Iterator[quantize.Scheme] = iter([quantize.Scheme(family)])
-            if not quantize.holds(found.every_node, selection_accuracy) and family in ("dynamic", best_static):
+            searched = ("dynamic", quantize.PER_TOKEN, best_static)
+            if not quantize.holds(found.every_node, selection_accuracy) and family in searched:
                 schemes = quantize.sensitive_schemes(builder, found, selection, pad, selection_accuracy)
             for scheme in schemes:
                 path = work / f"{scheme.name}.onnx"
@@ -317,7 +321,14 @@ def _normalise_tokenizer(path: Path) -> None:
     tokenizer.save(str(path))
 
 
-def _manifest(opts: ExportOptions, ckpt: Checkpoint, tmp: Path, variants: dict[str, dict[str, Any]],
+def _version(opts: ExportOptions, ckpt: Checkpoint, fp32: Path, tokenizer: Path) -> str:
+    heads = ckpt.output_heads(opts.task)
+    labels: list[str] | dict[str, list[str]] = (
+        ckpt.labels if ckpt.heads is None else {h: spec.get("labels", []) for h, spec in heads.items()})
+    return content_version(ckpt.name(opts.name), fp32, labels, tokenizer)
+
+
+def _manifest(opts: ExportOptions, ckpt: Checkpoint, tmp: Path, version: str, variants: dict[str, dict[str, Any]],
               graph: dict[str, Any], checks: CheckSet, tok_agreement: float) -> dict[str, Any]:
     import onnx
     import onnxruntime
@@ -329,20 +340,18 @@ def _manifest(opts: ExportOptions, ckpt: Checkpoint, tmp: Path, variants: dict[s
     files = [TOKENIZER, *(VARIANT_FILES[v] for v in variants)]
     heads = ckpt.output_heads(opts.task)
     layout: dict[str, Any]
-    named_labels: list[str] | dict[str, list[str]]
     if ckpt.heads is None:
-        fmt, layout, named_labels = FORMAT_VERSION, {"labels": ckpt.labels, "output": "logits"}, ckpt.labels
+        fmt, layout = FORMAT_VERSION, {"labels": ckpt.labels, "output": "logits"}
         labelled: Any = checks.gold_indices(ckpt.labels) is not None
     else:
         fmt, layout = MULTIHEAD_FORMAT, {"heads": heads}
-        named_labels = {h: spec.get("labels", []) for h, spec in heads.items()}
         labelled = [h for h, spec in heads.items()
                     if spec["kind"] == SEQUENCE and checks.gold_indices(spec["labels"]) is not None]
     return {
         "format": fmt,
         "name": name,
         "task": ckpt.task(opts.task),
-        "version": content_version(name, tmp / VARIANT_FILES["fp32"], named_labels, tmp / TOKENIZER),
+        "version": version,
         **layout,
         "max_length": ckpt.max_length,
         "inputs": ckpt.input_names,

@@ -1,10 +1,13 @@
 """int8 schemes and the measured search that picks the one a package ships.
 
-Two families:
+Three families:
 
 * dynamic (`quantize_dynamic` on the shipped fp32 graph, the fused or the plain one, whichever the
   export timed faster; per-channel int8 weights): each batch sets its activation scales, so a
   text's scores move a little with its batch-mates;
+* per_token (`export.per_token` on the plain graph): each token row sets its own activation scale
+  at run time, so outsized tokens no longer coarsen the others and scores do not depend on
+  batch-mates;
 * static QDQ (`quantize_static` on the plain graph, per-channel int8 weights, uint8 activations,
   the u8*s8 VNNI path of x86): activation scales fixed by calibration on training texts (MinMax,
   Entropy or Percentile), so scores do not depend on batch-mates and no per-batch quantization
@@ -36,14 +39,15 @@ from typing import Any
 
 import numpy as np
 
-from export import parity
+from export import parity, per_token
 from stream.core.errors import ModelError
 from stream.core.scorer import Encoded, create_session, feeds, plan_batches, run_outputs
 
 log = logging.getLogger(__name__)
 
 CALIBRATIONS = ("minmax", "entropy", "percentile")
-FAMILIES = ("dynamic", *(f"static_{c}" for c in CALIBRATIONS))
+PER_TOKEN = "per_token"
+FAMILIES = ("dynamic", PER_TOKEN, *(f"static_{c}" for c in CALIBRATIONS))
 CALIBRATION_BATCH = 16
 SPEED_BATCH = 32  # candidates are timed at this batch size, in input order (as the bench's engine cases)
 DYNAMIC_OPS = ("MatMul", "Attention", "EmbedLayerNormalization")
@@ -69,6 +73,8 @@ class Scheme:
     def settings(self, fp32_nodes: Sequence[str]) -> dict[str, Any]:
         common = {"scheme": self.name, "family": self.family, "weight_type": "QInt8", "per_channel": True,
                   "fp32_groups": list(self.fp32_groups), "fp32_nodes": len(fp32_nodes)}
+        if self.family == PER_TOKEN:
+            return {"method": "per_token_dynamic", "activation_type": "QUInt8, one symmetric scale per token"} | common
         if self.calibration is None:
             return {"method": "quantize_dynamic"} | common
         return {"method": "quantize_static", "format": "QDQ", "activation_type": "QUInt8",
@@ -179,10 +185,18 @@ class Builder:
     _groups: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     def groups(self, family: str) -> dict[str, list[str]]:
-        key = "dynamic" if family == "dynamic" else "static"
+        """The family's node groups; per-token int8 puts nodes back one by one ("node:<name>"): its
+        error is spread thin over the layers, so whole kinds or layers would give back most of its speed."""
+        key = family if family in ("dynamic", PER_TOKEN) else "static"
         if key not in self._groups:
-            self._groups[key] = node_groups(self.fp32 if key == "dynamic" else self.plain,
-                                            DYNAMIC_OPS if key == "dynamic" else STATIC_OPS)
+            if key == PER_TOKEN:
+                import onnx
+
+                names = per_token.weighted_matmuls(onnx.load(str(self.plain), load_external_data=False))
+                self._groups[key] = {f"node:{name}": [name] for name in names}
+            else:
+                self._groups[key] = node_groups(self.fp32 if key == "dynamic" else self.plain,
+                                                DYNAMIC_OPS if key == "dynamic" else STATIC_OPS)
         return self._groups[key]
 
     def build(self, scheme: Scheme, dst: Path, exclude: set[str] | None = None) -> dict[str, Any]:
@@ -190,7 +204,9 @@ class Builder:
         groups = self.groups(scheme.family)
         if exclude is None:
             exclude = {name for g in scheme.fp32_groups for name in groups.get(g, [])}
-        if scheme.calibration is None:
+        if scheme.family == PER_TOKEN:
+            per_token.quantize_per_token_int8(self.plain, dst, sorted(exclude))
+        elif scheme.calibration is None:
             quantize_dynamic_int8(self.fp32, dst, sorted(exclude))
         else:
             cache = self.work / f"ranges-{scheme.calibration}.json"

@@ -67,6 +67,23 @@ def test_the_faster_fp32_graph_ships_and_fp16_keeps_the_fused_kernels(package: P
     assert not (package / "fused.onnx").exists() and not (package / "plain.onnx").exists()
 
 
+def test_the_version_does_not_depend_on_which_graph_timed_faster(root: Path, ckpt: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    versions = {}
+    for winner in ("plain", "fused"):
+        def timed(model: Path, *_args: Any, winner: str = winner, **_kwargs: Any) -> dict[str, float]:
+            fast = (winner == "fused") == ("Attention" in _op_types(model))
+            return {"items_per_s": 2.0 if fast else 1.0, "items_per_cpu_s": 2.0 if fast else 1.0}
+
+        monkeypatch.setattr(quantize, "items_per_cpu_second", timed)
+        out = root / f"won-by-{winner}"
+        manifest = build_package(ExportOptions(ckpt, out, progress=False))
+        assert manifest.data["export"]["graph"]["fp32_graph"] == winner
+        versions[winner] = manifest.version
+    assert versions["plain"] == versions["fused"]
+    assert sha256_file(root / "won-by-plain" / "model.onnx") != sha256_file(root / "won-by-fused" / "model.onnx")
+
+
 def test_export_passes_the_gate_and_writes_a_complete_package(package: Path) -> None:
     manifest = read_manifest(package)
     data = manifest.data
