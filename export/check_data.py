@@ -1,16 +1,18 @@
-"""The texts the parity gate runs: a dataset's held-out test split, a CSV/JSONL file, or a built-in set."""
+"""The texts the parity gate runs: a dataset's held-out test split, every head's own (`auto`), a
+CSV/JSONL file, or a built-in set."""
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stream.core.errors import DataError
 
+AUTO_CHECK = "auto"  # the training data's held-out split (every head's own, for a multi-head checkpoint)
 TEXT_COLUMNS = ("text", "sentence", "content", "review", "title")
 LABEL_COLUMNS = ("label", "labels", "sentiment", "topic", "category")
 
@@ -20,15 +22,35 @@ class CheckSet:
     texts: list[str]
     gold: list[str] | None  # label names, when the data has them
     source: str
+    # Several heads' own texts one after another: each head's label names, None on the others' texts.
+    head_gold: dict[str, list[str | None]] = field(default_factory=dict)
 
-    def gold_indices(self, labels: Sequence[str]) -> list[int] | None:
-        """Gold labels as output indices; None when they are absent or not this model's labels."""
-        if self.gold is None:
+    def gold_indices(self, labels: Sequence[str], head: str | None = None) -> list[int | None] | None:
+        """Gold labels (of `head`, where the set holds several heads' texts) as output indices, None
+        on texts that are not that head's; None when they are absent or not this model's labels."""
+        named: Sequence[str | None] | None = self.head_gold.get(head or "") if self.head_gold else self.gold
+        if named is None:
             return None
         index = {name: i for i, name in enumerate(labels)}
-        if not all(g in index for g in self.gold):
+        if not all(g is None or g in index for g in named):
             return None
-        return [index[g] for g in self.gold]
+        return [None if g is None else index[g] for g in named]
+
+
+def load_head_check_sets(specs: Mapping[str, str], split: str, limit: int) -> CheckSet:
+    """Every head's own held-out texts: the `split` of its dataset spec, at most `limit` per head
+    (stratified by label), one head after another, each labelled for its own head only."""
+    parts = {head: _from_dataset(spec, limit, split) for head, spec in specs.items()}
+    texts = [text for part in parts.values() for text in part.texts]
+    head_gold: dict[str, list[str | None]] = {}
+    start = 0
+    for head, part in parts.items():
+        labels: list[str | None] = [None] * len(texts)
+        own: list[str | None] = list(part.gold) if part.gold is not None else [None] * len(part.texts)
+        labels[start : start + len(part.texts)] = own
+        head_gold[head] = labels
+        start += len(part.texts)
+    return CheckSet(texts, None, "; ".join(f"{head}: {part.source}" for head, part in parts.items()), head_gold)
 
 
 def load_check_set(spec: str | None, limit: int = 1000) -> CheckSet:

@@ -30,10 +30,11 @@ DEFAULT_PACKAGES = Path("artifacts/packages")
 @click.option("--int8", is_flag=True, help="Add a dynamically quantized int8 variant (CPU).")
 @click.option("--fp16", is_flag=True, help="Add an fp16 variant (GPU).")
 @click.option("--opset", default=17, show_default=True, type=click.IntRange(11, 23), help="ONNX opset.")
-@click.option("--check-data", help="Parity data: a dataset spec (its test split) or a CSV/JSONL file "
-              "with a text column; default: built-in zh/en sentences.")
+@click.option("--check-data", help="Parity data: a dataset spec (its test split), a CSV/JSONL file with a "
+              "text column, or auto (the training data's test split; every head's own for a multi-head "
+              "checkpoint, so each head's accuracy is checked); default: built-in zh/en sentences.")
 @click.option("--check-limit", default=1000, show_default=True, type=click.IntRange(1),
-              help="At most this many parity texts.")
+              help="At most this many parity texts (per head with auto).")
 @click.option("--max-length", type=click.IntRange(8), help="Token limit (default: training's, else 512).")
 @click.option("--name", help="Model name (default: training report's, else the directory name).")
 @click.option("--task", help="Task (default: training report's).")

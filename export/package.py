@@ -22,9 +22,9 @@ from typing import Any
 from tqdm import tqdm
 
 from export import onnx_export, parity, quantize, trim
-from export.check_data import CheckSet, load_check_set, load_split
+from export.check_data import AUTO_CHECK, CheckSet, load_check_set, load_head_check_sets, load_split
 from export.checkpoint import Checkpoint, load_checkpoint
-from stream.core.errors import ModelError, ParityError
+from stream.core.errors import DataError, ModelError, ParityError
 from stream.core.manifest import (
     FORMAT_VERSION,
     MANIFEST,
@@ -49,8 +49,8 @@ class ExportOptions:
     int8: bool = False
     fp16: bool = False
     opset: int = onnx_export.DEFAULT_OPSET
-    check_data: str | None = None
-    check_limit: int = 1000
+    check_data: str | None = None  # a spec or file (see export.check_data); "auto": each head's training data
+    check_limit: int = 1000  # texts, per head with "auto"
     max_length: int | None = None
     name: str | None = None
     task: str | None = None
@@ -77,7 +77,7 @@ def build_package(opts: ExportOptions) -> Manifest:
 
         step("loading checkpoint")
         ckpt = load_checkpoint(opts.model_dir, opts.max_length)
-        checks = load_check_set(opts.check_data, opts.check_limit)
+        checks = _check_texts(opts, ckpt, "test", opts.check_limit) or load_check_set(opts.check_data, opts.check_limit)
         bar.update()
         vocab_trim: dict[str, Any] | None = None
         if opts.trim_vocab:
@@ -163,7 +163,8 @@ def _int8(opts: ExportOptions, ckpt: Checkpoint, checks: CheckSet, tmp: Path, re
     result with every attempt, or the last failed one."""
     pad = ckpt.pad_token_id
     fp32, plain = tmp / VARIANT_FILES["fp32"], tmp / _PLAIN
-    calibration = _texts(_training_data(ckpt) or opts.check_data, "train", opts.calibration_limit, checks)
+    calibration = (_check_texts(opts, ckpt, "train", opts.calibration_limit)
+                   or _texts(_training_data(ckpt) or opts.check_data, "train", opts.calibration_limit, checks))
     selection = _selection(opts, ckpt, checks, ref)
     calibration_encoded = encode(load_tokenizer(tmp / TOKENIZER, ckpt.max_length), calibration.texts)
     families = quantize.FAMILIES if opts.int8_scheme == "auto" else (opts.int8_scheme,)
@@ -217,6 +218,28 @@ def _training_data(ckpt: Checkpoint) -> str | None:
     return data if isinstance(data, str) and data else None
 
 
+def _check_texts(opts: ExportOptions, ckpt: Checkpoint, split: str, limit: int) -> CheckSet | None:
+    """With `--check-data auto`, the `split` of the training data: of a multi-head checkpoint every
+    sequence head's own (`limit` texts each, labelled for that head), so each head is held to its
+    accuracy on its own texts; None without `auto`."""
+    if opts.check_data != AUTO_CHECK:
+        return None
+    data = ckpt.report.get("data")
+    if isinstance(data, dict):
+        sequence = {h for h, spec in ckpt.output_heads(opts.task).items() if spec["kind"] == SEQUENCE}
+        specs = {h: str(spec) for h, spec in data.items() if h in sequence}
+        if specs:
+            return load_head_check_sets(specs, split, limit)
+    spec = _training_data(ckpt)
+    if spec is None:
+        raise DataError("--check-data auto: the training report names no dataset",
+                        hint="pass --check-data SPEC or a CSV/JSONL file")
+    found = load_split(spec, split, limit)
+    if found is None:
+        raise DataError(f"--check-data auto: the {split} split of {spec} is empty")
+    return found
+
+
 def _texts(spec: str | None, split: str, limit: int, fallback: CheckSet) -> CheckSet:
     """A split of a dataset spec, else the check texts."""
     found = load_split(spec, split, limit) if spec else None
@@ -225,7 +248,8 @@ def _texts(spec: str | None, split: str, limit: int, fallback: CheckSet) -> Chec
 
 def _selection(opts: ExportOptions, ckpt: Checkpoint, checks: CheckSet, ref: parity.Reference) -> parity.Reference:
     """The texts the int8 search judges by: the check data's validation split, else the check texts."""
-    texts = _texts(opts.check_data, "validation", opts.check_limit, checks)
+    texts = _check_texts(opts, ckpt, "validation", opts.check_limit) or _texts(
+        opts.check_data, "validation", opts.check_limit, checks)
     if texts is checks:
         return ref
     return parity.reference(ckpt, encode(ref_tokenizer(ckpt), texts.texts), texts, opts.task)
@@ -342,11 +366,11 @@ def _manifest(opts: ExportOptions, ckpt: Checkpoint, tmp: Path, version: str, va
     layout: dict[str, Any]
     if ckpt.heads is None:
         fmt, layout = FORMAT_VERSION, {"labels": ckpt.labels, "output": "logits"}
-        labelled: Any = checks.gold_indices(ckpt.labels) is not None
+        labelled: Any = checks.gold_indices(ckpt.labels, ckpt.task(opts.task)) is not None
     else:
         fmt, layout = MULTIHEAD_FORMAT, {"heads": heads}
         labelled = [h for h, spec in heads.items()
-                    if spec["kind"] == SEQUENCE and checks.gold_indices(spec["labels"]) is not None]
+                    if spec["kind"] == SEQUENCE and checks.gold_indices(spec["labels"], h) is not None]
     return {
         "format": fmt,
         "name": name,

@@ -58,7 +58,7 @@ class Reference:
     encoded: Encoded
     outputs: dict[str, np.ndarray]  # ONNX output name -> torch's values (as `gather_outputs` lays them out)
     heads: dict[str, dict[str, Any]]  # head -> its manifest entry (kind, labels, output)
-    gold: dict[str, list[int]]
+    gold: dict[str, list[int | None]]  # None: a text the check data does not label for that head
 
     @property
     def names(self) -> list[str]:
@@ -69,13 +69,28 @@ class Reference:
         """A one-classifier package, whose results keep their flat form."""
         return [spec["output"] for spec in self.heads.values()] == ["logits"]
 
+    def sample(self, limit: int) -> Reference:
+        """At most `limit` of the texts, evenly spaced, so each head's block of an `auto` check set
+        keeps its share; token outputs cut to the sample's longest text, as a run on it lays them out."""
+        n = len(self.encoded.ids)
+        if n <= limit:
+            return self
+        rows = np.linspace(0, n - 1, limit).round().astype(int).tolist()
+        e = self.encoded
+        encoded = Encoded([e.ids[i] for i in rows], [e.type_ids[i] for i in rows], [e.truncated[i] for i in rows],
+                          [e.offsets[i] for i in rows] if e.offsets else [])
+        width = max(encoded.lengths(), default=0)
+        outputs = {name: values[rows, :width] if values.ndim > 2 else values[rows]
+                   for name, values in self.outputs.items()}
+        return Reference(encoded, outputs, self.heads, {head: [g[i] for i in rows] for head, g in self.gold.items()})
+
 
 def reference(ckpt: Checkpoint, encoded: Encoded, checks: CheckSet | None, task: str | None = None) -> Reference:
     """torch on `encoded`, with the gold labels of `checks` for every sequence head they fit."""
     heads = ckpt.output_heads(task)
     gold = {}
     for head, spec in heads.items():
-        found = checks.gold_indices(spec["labels"]) if checks is not None and spec["kind"] == SEQUENCE else None
+        found = checks.gold_indices(spec["labels"], head) if checks is not None and spec["kind"] == SEQUENCE else None
         if found is not None:
             gold[head] = found
     return Reference(encoded, torch_outputs(ckpt, encoded), heads, gold)
@@ -114,7 +129,8 @@ def compare(ref: Reference, outputs: Mapping[str, np.ndarray]) -> dict[str, Any]
             "heads": heads}
 
 
-def _compare_head(ref: Reference, spec: dict[str, Any], values: np.ndarray, gold: list[int] | None) -> dict[str, Any]:
+def _compare_head(ref: Reference, spec: dict[str, Any], values: np.ndarray,
+                  gold: list[int | None] | None) -> dict[str, Any]:
     expected = ref.outputs[spec["output"]]
     n = len(expected)
     if spec["kind"] == EMBEDDING:
@@ -131,9 +147,17 @@ def _compare_head(ref: Reference, spec: dict[str, Any], values: np.ndarray, gold
         "n": n,
         "max_abs_diff": float(diff.max()) if n else 0.0,
         "label_agreement": float((predicted == wanted).mean()) if n else 1.0,
-        "accuracy": float((predicted == np.asarray(gold)).mean()) if gold is not None else None,
+        "accuracy": _accuracy(predicted, gold),
         "mean_abs_diff": float(diff.mean()) if n else 0.0,
     }
+
+
+def _accuracy(predicted: np.ndarray, gold: list[int | None] | None) -> float | None:
+    """Over the texts labelled for this head; None when there are none."""
+    if gold is None:
+        return None
+    pairs = [(int(p), g) for p, g in zip(predicted, gold, strict=True) if g is not None]
+    return sum(p == g for p, g in pairs) / len(pairs) if pairs else None
 
 
 def _compare_tokens(encoded: Encoded, labels: list[str], values: np.ndarray, expected: np.ndarray) -> dict[str, Any]:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from export import onnx_export, parity, quantize
+from export.check_data import load_head_check_sets
 from export.checkpoint import Checkpoint, load_checkpoint
 from export.package import ExportOptions, build_package, ref_tokenizer
+from models.datasets import NEWS_SENTIMENT_LABELS, THUCNEWS_LABELS
 from models.multihead import ENTITY_LABELS
-from stream.core.errors import ParityError
-from stream.core.manifest import read_manifest
+from stream.core.errors import DataError, ParityError
+from stream.core.manifest import VARIANT_FILES, read_manifest
 from stream.core.scorer import OnnxScorer, encode
 from tests.tiny_models import ENTITY_TEXTS, TINY_TEMPERATURES, build_tiny_multihead, save_tiny_multihead
 
@@ -167,3 +171,71 @@ def test_compare_measures_token_labels_over_real_tokens_and_spans(ckpt: Path) ->
                              for k in ref.outputs["entities_logits"][i, :n].argmax(-1)]))
     assert result["token_agreement"] == pytest.approx(o_share)
     assert parity.judge("int8", parity.compare(ref, changed), None)[0].startswith("entities: token label agreement")
+
+
+AUTO_DATA = {"sentiment": "builtin:news-sentiment", "category": "builtin:news-sections"}
+
+
+def test_auto_check_data_labels_each_heads_own_texts_for_that_head_only() -> None:
+    checks = load_head_check_sets(AUTO_DATA, "test", 12)
+    sentiment, category = checks.head_gold["sentiment"], checks.head_gold["category"]
+    n = sum(g is not None for g in sentiment)
+    assert n == 12 and sum(g is not None for g in category) == 12 and len(checks.texts) == 24
+    assert all(g is None for g in sentiment[n:]) and all(g is None for g in category[:n])  # one head after another
+    assert "builtin:news-sentiment (test split)" in checks.source and "builtin:news-sections" in checks.source
+    indices = checks.gold_indices(list(NEWS_SENTIMENT_LABELS), "sentiment")
+    assert indices is not None and indices[:n] == [NEWS_SENTIMENT_LABELS.index(str(g)) for g in sentiment[:n]]
+    assert checks.gold_indices(list(NEWS_SENTIMENT_LABELS), "category") is None  # not the category head's labels
+    assert checks.gold_indices(list(THUCNEWS_LABELS), "risk") is None  # a head without texts of its own
+
+
+def test_a_heads_accuracy_counts_only_the_texts_labelled_for_it(ckpt: Path) -> None:
+    loaded = load_checkpoint(ckpt)
+    checks = load_head_check_sets(AUTO_DATA, "test", 10)
+    ref = parity.reference(loaded, encode(ref_tokenizer(loaded), checks.texts), checks)
+    assert set(ref.gold) == {"sentiment", "category"}
+    result = parity.compare(ref, ref.outputs)["heads"]
+    for head, labels in (("sentiment", NEWS_SENTIMENT_LABELS), ("category", THUCNEWS_LABELS)):
+        predicted = ref.outputs[f"{head}_logits"].argmax(-1)
+        own = [(int(p), labels.index(str(g))) for p, g in zip(predicted, checks.head_gold[head], strict=True)
+               if g is not None]
+        assert len(own) == 10 and result[head]["n"] == 20  # agreement over all texts, accuracy over its own
+        assert result[head]["accuracy"] == pytest.approx(sum(p == g for p, g in own) / 10)
+    assert result["risk"]["accuracy"] is None
+
+
+def test_export_with_auto_check_data_gates_every_head_on_its_training_data(root: Path, ckpt: Path) -> None:
+    trained = root / "ckpt-auto"
+    shutil.copytree(ckpt, trained)
+    (trained / "training_report.json").write_text(json.dumps({"data": AUTO_DATA}), encoding="utf-8")
+    data = build_package(ExportOptions(trained, root / "pkg-auto", check_data="auto", check_limit=10,
+                                       progress=False)).data
+    check = data["export"]["check_data"]
+    assert check["labelled"] == ["sentiment", "category"] and check["n"] == 20
+    heads = data["variants"]["fp32"]["parity"]["heads"]
+    assert heads["sentiment"]["accuracy"] is not None and heads["category"]["accuracy"] is not None
+    assert heads["risk"]["accuracy"] is None
+
+
+def test_auto_check_data_without_training_data_is_a_data_error(root: Path, ckpt: Path) -> None:
+    with pytest.raises(DataError, match="the training report names no dataset"):
+        build_package(ExportOptions(ckpt, root / "pkg-no-data", check_data="auto", progress=False))
+    assert not (root / "pkg-no-data").exists()
+
+
+def test_a_sample_of_the_reference_lines_up_with_a_run_on_its_own_texts(ckpt: Path, package: Path) -> None:
+    loaded = load_checkpoint(ckpt)
+    texts = [text for text, _ in ENTITY_TEXTS] * 2
+    texts.insert(1, " ".join(texts))  # the longest text, at a row the sample skips
+    ref = parity.reference(loaded, encode(ref_tokenizer(loaded), texts), None)
+    sample = ref.sample(5)
+    assert ref.sample(len(texts)) is ref and len(sample.encoded.ids) == 5
+    assert sample.encoded.ids[0] == ref.encoded.ids[0] and sample.encoded.ids[-1] == ref.encoded.ids[-1]
+    width = ref.outputs["entities_logits"].shape[1]
+    assert sample.outputs["entities_logits"].shape[1] == max(sample.encoded.lengths()) < width
+    result = quantize.evaluate(package / VARIANT_FILES["fp32"], sample, loaded.pad_token_id)["heads"]
+    assert result["entities"]["tokens"] == sum(sample.encoded.lengths())
+    assert max(result[head]["max_abs_diff"] for head in ("entities", "sentiment")) <= parity.FP32_ATOL
+    checks = load_head_check_sets(AUTO_DATA, "test", 10)
+    labelled = parity.reference(loaded, encode(ref_tokenizer(loaded), checks.texts), checks).sample(6).gold
+    assert all(sum(g is not None for g in labelled[head]) == 3 for head in AUTO_DATA)  # each head keeps its share
