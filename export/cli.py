@@ -39,6 +39,9 @@ DEFAULT_PACKAGES = Path("artifacts/packages")
 @click.option("--name", help="Model name (default: training report's, else the directory name).")
 @click.option("--task", help="Task (default: training report's).")
 @click.option("--no-optimize", is_flag=True, help="Skip ONNX Runtime's transformer fusions.")
+@click.option("--fp32-graph", default="fastest", show_default=True, type=click.Choice(["fastest", "plain", "fused"]),
+              help="The fp32 graph that ships: the one that times faster at batch 32, or this one (fused only "
+              "where it holds parity).")
 @click.option("--int8-scheme", default="auto", show_default=True,
               type=click.Choice(["auto", "dynamic", "per_token",
                                  "static_minmax", "static_entropy", "static_percentile"]),
@@ -53,7 +56,7 @@ DEFAULT_PACKAGES = Path("artifacts/packages")
               help="Most probable pieces of those scripts kept beyond the corpora's.")
 def export_command(model_dir: Path, out: Path, int8: bool, fp16: bool, opset: int, check_data: str | None,
                    check_limit: int, max_length: int | None, name: str | None, task: str | None,
-                   no_optimize: bool, int8_scheme: str, calibration_limit: int, trim_vocab: str | None,
+                   no_optimize: bool, fp32_graph: str, int8_scheme: str, calibration_limit: int, trim_vocab: str | None,
                    trim_languages: str, trim_margin: int) -> None:
     """Export a classifier to an ONNX model package; fails (exit 7) if a variant misses parity."""
     from export.package import ExportOptions, build_package
@@ -61,7 +64,8 @@ def export_command(model_dir: Path, out: Path, int8: bool, fp16: bool, opset: in
     manifest = build_package(ExportOptions(
         model_dir=model_dir, out=out, int8=int8, fp16=fp16, opset=opset, check_data=check_data,
         check_limit=check_limit, max_length=max_length, name=name, task=task, optimize=not no_optimize,
-        int8_scheme=int8_scheme, calibration_limit=calibration_limit, trim_vocab=trim_vocab,
+        fp32_graph=None if fp32_graph == "fastest" else fp32_graph, int8_scheme=int8_scheme,
+        calibration_limit=calibration_limit, trim_vocab=trim_vocab,
         trim_languages=tuple(x.strip() for x in trim_languages.split(",") if x.strip()), trim_margin=trim_margin,
     ))
     graph = manifest.data["export"]["graph"]

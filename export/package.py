@@ -55,6 +55,7 @@ class ExportOptions:
     name: str | None = None
     task: str | None = None
     optimize: bool = True
+    fp32_graph: str | None = None  # "plain" or "fused" (where it holds parity) ships that graph; None: the faster
     int8_scheme: str = "auto"  # or one of quantize.FAMILIES
     calibration_limit: int = 256  # training texts that set the static activation ranges
     trim_vocab: str | None = None  # a models.datasets spec whose texts count the pieces; "auto": the training data
@@ -110,7 +111,7 @@ def build_package(opts: ExportOptions) -> Manifest:
         variants: dict[str, dict[str, Any]] = {}
         if opts.optimize:
             step("fusing transformer ops")
-            graph = _optimize(ckpt, fp32, ref, variants)
+            graph = _optimize(ckpt, fp32, ref, variants, opts.fp32_graph)
             bar.update()
         if "fp32" not in variants:
             variants["fp32"] = parity.check_variant("fp32", fp32, ref, ckpt.pad_token_id)
@@ -298,12 +299,13 @@ def _trim(opts: ExportOptions, ckpt: Checkpoint, checks: CheckSet) -> tuple[Chec
                      "check_label_agreement_with_full_vocab": labels["label_agreement"]}
 
 
-def _optimize(ckpt: Checkpoint, fp32: Path, ref: parity.Reference,
-              variants: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Build the fused graph; if it holds parity, time it against the plain one at batch 32 and
-    ship the faster as fp32 (on some CPUs ORT's fused SkipLayerNormalization and Attention kernels
-    lose to the plain ops).  A fused graph that holds parity stays beside the package as
-    `FUSED` for the fp16 (GPU) variant, which wants the fused kernels; else say why not."""
+def _optimize(ckpt: Checkpoint, fp32: Path, ref: parity.Reference, variants: dict[str, dict[str, Any]],
+              wanted: str | None = None) -> dict[str, Any]:
+    """Build the fused graph; if it holds parity, ship the `wanted` graph as fp32, else time it
+    against the plain one at batch 32 and ship the faster (on some CPUs ORT's fused
+    SkipLayerNormalization and Attention kernels lose to the plain ops).  A fused graph that holds
+    parity stays beside the package as `FUSED` for the fp16 (GPU) variant, which wants the fused
+    kernels; else say why not."""
     fused = fp32.with_name(FUSED)
     try:
         stats = onnx_export.optimize_graph(fp32, fused, ckpt)
@@ -316,14 +318,19 @@ def _optimize(ckpt: Checkpoint, fp32: Path, ref: parity.Reference,
         log.warning("the fused graph fails parity (%s); keeping the plain graph", result.get("reason"))
         return {"optimized": False, "fp32_graph": "plain",
                 "reason": f"fused graph failed parity: {result.get('reason')}", "fused_ops": stats}
-    speed = {name: quantize.items_per_cpu_second(path, ref.encoded, ckpt.pad_token_id)
-             for name, path in (("plain", fp32), ("fused", fused))}
-    kept = "fused" if speed["fused"]["items_per_cpu_s"] >= speed["plain"]["items_per_cpu_s"] else "plain"
+    timing: dict[str, Any] = {}
+    if wanted is None:
+        speed = {name: quantize.items_per_cpu_second(path, ref.encoded, ckpt.pad_token_id)
+                 for name, path in (("plain", fp32), ("fused", fused))}
+        kept = "fused" if speed["fused"]["items_per_cpu_s"] >= speed["plain"]["items_per_cpu_s"] else "plain"
+        timing = {"speed_b32": speed}
+    else:
+        kept, timing = wanted, {"chosen": "asked for"}
     if kept == "fused":
         shutil.copyfile(fused, fp32)
         variants["fp32"] = result
-    log.info("fp32 graph: %s (items per CPU-second at batch 32: %s)", kept, speed)
-    return {"optimized": True, "fp32_graph": kept, "fused_ops": stats, "speed_b32": speed}
+    log.info("fp32 graph: %s (%s)", kept, timing)
+    return {"optimized": True, "fp32_graph": kept, "fused_ops": stats} | timing
 
 
 def _gate(variant: str, result: dict[str, Any], graph: dict[str, Any]) -> None:

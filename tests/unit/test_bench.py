@@ -241,10 +241,11 @@ def test_a_multihead_checkpoint_runs_in_torch_beside_its_package(tmp_path: Path,
     assert cases["onnx-fp32 b4"]["label_agreement_vs_torch"] >= 0.97
 
 
-def test_a_trimmed_package_is_measured_against_its_full_vocabulary(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("graph", ["plain", "fused"])
+def test_a_trimmed_package_is_measured_against_its_full_vocabulary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  graph: str) -> None:
     from export.package import ExportOptions, build_package
-    from stream.core.manifest import VARIANT_FILES
+    from stream.core.manifest import VARIANT_FILES, read_manifest
     from tests.unit.test_export_trim import LABELS, ZH_EN, save_unigram_classifier
 
     monkeypatch.setenv("YUQING_CACHE", str(tmp_path / "cache"))
@@ -253,7 +254,7 @@ def test_a_trimmed_package_is_measured_against_its_full_vocabulary(tmp_path: Pat
     corpus.write_text("text,label\n" + "\n".join(f'"{t}",{LABELS[i % 2]}' for i, t in enumerate(ZH_EN)) + "\n",
                       encoding="utf-8")
     trimmed = build_package(ExportOptions(ckpt, tmp_path / "trimmed", trim_vocab=str(corpus), trim_margin=10,
-                                          progress=False)).path
+                                          fp32_graph=graph, progress=False)).path
     out = tmp_path / "bench.json"
     result = CliRunner().invoke(cli, ["bench", "--quick", "--model-dir", str(ckpt), "--package", str(trimmed),
                                       "--batch-sizes", "4", "--only", "trim", "--threads", "1", "--json", str(out),
@@ -266,6 +267,8 @@ def test_a_trimmed_package_is_measured_against_its_full_vocabulary(tmp_path: Pat
     assert report["package"]["vocabulary"]["pieces"] < report["package"]["vocabulary"]["of"]
     assert report["untrimmed_package"]["vocabulary"] is None
     full = Path(report["subjects"]["untrimmed"]).expanduser()
+    # the same fp32 graph as the package's, whichever that is: the vocabulary is the only difference
+    assert read_manifest(full).data["export"]["graph"]["fp32_graph"] == graph
     sizes = [(p / VARIANT_FILES["fp32"]).stat().st_size for p in (full, trimmed)]
     ratios_ = report["ratios"]
     assert ratios_["trim_size"] == round(sizes[0] / sizes[1], 3) and ratios_["trim_size"] > 1

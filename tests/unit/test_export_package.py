@@ -84,6 +84,20 @@ def test_the_version_does_not_depend_on_which_graph_timed_faster(root: Path, ckp
     assert sha256_file(root / "won-by-plain" / "model.onnx") != sha256_file(root / "won-by-fused" / "model.onnx")
 
 
+@pytest.mark.parametrize("wanted", ["plain", "fused"])
+def test_the_fp32_graph_asked_for_ships_untimed(root: Path, ckpt: Path, monkeypatch: pytest.MonkeyPatch,
+                                                wanted: str) -> None:
+    def untimed(*_args: Any, **_kwargs: Any) -> dict[str, float]:
+        raise AssertionError("timed although the graph was asked for")
+
+    monkeypatch.setattr(quantize, "items_per_cpu_second", untimed)
+    out = root / f"asked-{wanted}"
+    assert run_cli(["export", "--model", str(ckpt), "--out", str(out), "--fp32-graph", wanted]) == 0
+    graph = read_manifest(out).data["export"]["graph"]
+    assert graph["fp32_graph"] == wanted and graph["chosen"] == "asked for" and "speed_b32" not in graph
+    assert ("Attention" in _op_types(out / VARIANT_FILES["fp32"])) == (wanted == "fused")
+
+
 def test_export_passes_the_gate_and_writes_a_complete_package(package: Path) -> None:
     manifest = read_manifest(package)
     data = manifest.data

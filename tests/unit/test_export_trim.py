@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from export import parity, trim
+from export import parity, quantize, trim
 from export.check_data import BUILTIN
 from export.checkpoint import load_checkpoint
 from export.package import ExportOptions, build_package, ref_tokenizer
@@ -218,18 +218,49 @@ def test_only_unigram_vocabularies_are_trimmed() -> None:
         trim.choose_pieces({"model": {"type": "WordPiece", "vocab": {}}}, Counter(), ("en",))
 
 
-def test_export_with_a_trimmed_vocabulary(tmp_path: Path, unigram_ckpt: Path) -> None:
+def _matrices(package: Path) -> set[tuple[int, ...]]:
+    """The shapes of the fp32 graph's 2-D weights."""
+    import onnx
+
+    graph = onnx.load(str(package / VARIANT_FILES["fp32"])).graph
+    return {tuple(t.dims) for t in graph.initializer if len(t.dims) == 2}
+
+
+def _winning(graph: str) -> Any:
+    """An fp32 timing under which `graph` (fused: the one with Attention ops) is the faster."""
+    import onnx
+
+    def timed(model: Path, *_args: Any, **_kwargs: Any) -> dict[str, float]:
+        fused = any(n.op_type == "Attention" for n in onnx.load(str(model)).graph.node)
+        speed = 2.0 if fused == (graph == "fused") else 1.0
+        return {"items_per_s": speed, "items_per_cpu_s": speed}
+
+    return timed
+
+
+# Each export ships whichever fp32 graph timed faster, so the two may differ: every pairing is tried.
+@pytest.mark.parametrize(("full_graph", "small_graph"), [("plain", "fused"), ("fused", "plain")])
+def test_export_with_a_trimmed_vocabulary(tmp_path: Path, unigram_ckpt: Path, monkeypatch: pytest.MonkeyPatch,
+                                          full_graph: str, small_graph: str) -> None:
     corpus = tmp_path / "corpus.csv"
     rows = [f'"{t}",{LABELS[i % 2]}' for i, t in enumerate(ZH_EN)]
     corpus.write_text("text,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    monkeypatch.setattr(quantize, "items_per_cpu_second", _winning(full_graph))
     full = build_package(ExportOptions(unigram_ckpt, tmp_path / "full", progress=False))
+    monkeypatch.setattr(quantize, "items_per_cpu_second", _winning(small_graph))
     small = build_package(ExportOptions(unigram_ckpt, tmp_path / "small", trim_vocab=str(corpus), trim_margin=10,
                                         progress=False))
+    assert full.data["export"]["graph"]["fp32_graph"] == full_graph
+    assert small.data["export"]["graph"]["fp32_graph"] == small_graph
     info = small.data["export"]["vocab_trim"]
     assert info["vocab_after"] < info["vocab_before"] and info["corpus_texts"] == len(ZH_EN)
     assert info["check_tokenization"]["agreement"] == 1.0 and info["check_label_agreement_with_full_vocab"] == 1.0
     assert small.variants["fp32"]["parity"]["status"] == "passed" and small.version != full.version
-    assert (small.path / VARIANT_FILES["fp32"]).stat().st_size < (full.path / VARIANT_FILES["fp32"]).stat().st_size
+    # The embedding rows, not file sizes, which differ between the fused and the plain graph too.
+    hidden = load_checkpoint(unigram_ckpt).config.hidden_size
+    assert (info["vocab_after"], hidden) in _matrices(small.path)
+    assert (info["vocab_before"], hidden) in _matrices(full.path)
+    assert not any(shape[0] == info["vocab_before"] for shape in _matrices(small.path))
     texts = ZH_EN[:20]
     a = OnnxScorer.open(full.path).outputs(texts)["logits"]
     b = OnnxScorer.open(small.path).outputs(texts)["logits"]

@@ -161,8 +161,11 @@ def prepare(
         package = exported_package(checkpoint, cache / "packages", progress=progress)
     # A baseline is what a multi-head package's extra heads are measured against; alone it means nothing.
     subjects = Subjects(checkpoint, package, baseline=baseline if is_multihead_package(package) else None, note=note)
-    if checkpoint is not None and (read_manifest(package).data.get("export") or {}).get("vocab_trim"):
-        subjects.untrimmed = exported_package(checkpoint, cache / "packages", progress=progress)
+    export = read_manifest(package).data.get("export") or {}
+    if checkpoint is not None and export.get("vocab_trim"):
+        # The package's fp32 graph (fused or plain) too: the vocabulary is to be the only difference.
+        graph = (export.get("graph") or {}).get("fp32_graph")
+        subjects.untrimmed = exported_package(checkpoint, cache / "packages", progress=progress, fp32_graph=graph)
     _add_variants(subjects, variants, cache / "variants")
     return subjects
 
@@ -211,17 +214,19 @@ def _checkpoint_key(checkpoint: Path) -> str:
     return f"{checkpoint.name}-{digest.hexdigest()[:10]}"
 
 
-def exported_package(checkpoint: Path, root: Path, *, progress: bool = True) -> Path:
-    """The checkpoint exported (fp32, parity-gated, full vocabulary) once per checkpoint content, then reused."""
+def exported_package(checkpoint: Path, root: Path, *, progress: bool = True, fp32_graph: str | None = None) -> Path:
+    """The checkpoint exported (fp32, parity-gated, full vocabulary; the `fp32_graph` asked for, else
+    the faster) once per checkpoint content and graph, then reused."""
     from export.package import ExportOptions, build_package
     from stream.core.manifest import MANIFEST
 
     if not (checkpoint / "config.json").is_file():
         raise ModelError(f"--model-dir {checkpoint} is not a transformers checkpoint (no config.json)")
-    out = root / _checkpoint_key(checkpoint)
+    out = root / (_checkpoint_key(checkpoint) + (f"-{fp32_graph}" if fp32_graph else ""))
     if not (out / MANIFEST).is_file():
         log.info("exporting %s into %s", checkpoint, out)
-        build_package(ExportOptions(model_dir=checkpoint, out=out, name="bench", progress=progress))
+        build_package(ExportOptions(model_dir=checkpoint, out=out, name="bench", progress=progress,
+                                    fp32_graph=fp32_graph))
     return out
 
 
