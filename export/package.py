@@ -318,7 +318,7 @@ def _optimize(ckpt: Checkpoint, fp32: Path, ref: parity.Reference, variants: dic
         log.warning("the fused graph fails parity (%s); keeping the plain graph", result.get("reason"))
         return {"optimized": False, "fp32_graph": "plain",
                 "reason": f"fused graph failed parity: {result.get('reason')}", "fused_ops": stats}
-    timing: dict[str, Any] = {}
+    timing: dict[str, Any]
     if wanted is None:
         speed = {name: quantize.items_per_cpu_second(path, ref.encoded, ckpt.pad_token_id)
                  for name, path in (("plain", fp32), ("fused", fused))}
