@@ -29,7 +29,7 @@ def _connect(factory: Callable[..., T], settings: KafkaSettings, **extra: Any) -
 
 
 def consumer(settings: KafkaSettings, group_id: str | None, **extra: Any) -> KafkaConsumer:
-    return _connect(
+    member = _connect(
         KafkaConsumer,
         settings,
         group_id=group_id,
@@ -40,6 +40,27 @@ def consumer(settings: KafkaSettings, group_id: str | None, **extra: Any) -> Kaf
         max_partition_fetch_bytes=max(1_048_576, settings.max_message_bytes * 2),
         **extra,
     )
+    if group_id is not None:
+        _finish_joins_in_flight(member)
+    return member
+
+
+def _finish_joins_in_flight(member: KafkaConsumer) -> None:
+    """kafka-python 3.0 leaves a group join in flight when poll()'s timeout ends first, and
+    awaits it again on a later poll only while `need_rejoin()` holds.  A leader rejoining for
+    partitions it has just learned of (a topic created moments before, partitions added) stops
+    "needing" it as soon as it computes the assignment, before the SyncGroup answer is back; so
+    a short poll then strands the member: no partitions, heartbeats off, for good.  A join in
+    flight still needs finishing; the library's own loop does the rest."""
+    coordinator = getattr(member, "_coordinator", None)
+    if coordinator is None or not hasattr(coordinator, "_join_task"):
+        return  # a client without 3.0's join task has no such gap
+    needs_rejoin = coordinator.need_rejoin
+
+    def need_rejoin() -> bool:
+        return bool(needs_rejoin()) or coordinator._join_task is not None
+
+    coordinator.need_rejoin = need_rejoin
 
 
 def producer(settings: KafkaSettings, **extra: Any) -> KafkaProducer:

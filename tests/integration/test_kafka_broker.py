@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from stream.core.errors import KafkaUnavailable
 from stream.core.settings import KafkaSettings
 from stream.kafka.admin import ensure_topic
+from stream.kafka.clients import consumer
 from stream.kafka.source import KafkaSource
 
 pytestmark = pytest.mark.integration
@@ -46,3 +49,22 @@ def test_unreachable_broker_is_a_one_line_error() -> None:
     settings = KafkaSettings(bootstrap_servers=["127.0.0.1:1"])
     with pytest.raises(KafkaUnavailable, match="no Kafka broker answered"):
         KafkaSource(settings, ["x"], "g")
+
+
+def test_a_member_polled_with_a_1ms_wait_still_gets_its_partitions(
+    kafka_bootstrap: str, topic_name: str, group_name: str
+) -> None:
+    """The leader's second join (for partitions its first join had no metadata for) outlives a
+    1 ms poll: kafka-python 3.0 on its own would never finish that join, and the member would
+    hold nothing, silently, for good (see stream.kafka.clients._finish_joins_in_flight)."""
+    settings = KafkaSettings(bootstrap_servers=[kafka_bootstrap])
+    ensure_topic(settings, topic_name, partitions=2)
+    member = consumer(settings, group_name)
+    try:
+        member.subscribe([topic_name])
+        deadline = time.monotonic() + 20
+        while not member.assignment() and time.monotonic() < deadline:
+            member.poll(timeout_ms=1)
+        assert sorted(member.assignment()) == [(topic_name, 0), (topic_name, 1)]
+    finally:
+        member.close()
