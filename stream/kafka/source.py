@@ -32,10 +32,9 @@ Partition = tuple[str, int]
 # A keepalive poll waits this long: poll(0) gives up on a pending rebalance at once, so a member
 # paused through a store outage would hold up the whole group's rebalance until the store is back.
 KEEPALIVE_POLL_MS = 1000
-# How often metadata is refreshed (kafka-python's default is 5 minutes), and at most how often an
-# unassigned member asks for it itself.
+# How often metadata is refreshed (kafka-python's default is 5 minutes): partitions added to a
+# topic, or a topic created after the group formed, reach the group's assignment within this.
 METADATA_MAX_AGE_MS = 10_000
-NUDGE_S = 2.0
 
 
 def to_record(msg: Any) -> SourceRecord:
@@ -76,7 +75,6 @@ class KafkaSource:
             heartbeat_interval_ms=max(1000, settings.session_timeout_ms // 4),
             metadata_max_age_ms=METADATA_MAX_AGE_MS,
         )
-        self._nudged = 0.0  # when the unassigned member last asked for fresh metadata
         # Partitions revoked since the batch in hand was started (kept through keepalive).
         self._revoked: set[Partition] = set()
         self._batch = Batch()  # the batch read and not yet committed
@@ -97,22 +95,7 @@ class KafkaSource:
                 batch.add(record, classify(record, self.settings.max_message_bytes))
             if time.monotonic() >= deadline:
                 break
-        if not self.consumer.assignment():
-            self._nudge()
         return batch
-
-    def _nudge(self) -> None:
-        """A member that joined before its client had the topics' partitions (just created, or the
-        broker slow to answer) is assigned nothing, and kafka-python's own metadata refresh can
-        leave it so for minutes: fetch the metadata now (at most every NUDGE_S), which makes the
-        member rejoin as soon as the partitions are known."""
-        if time.monotonic() - self._nudged < NUDGE_S:
-            return
-        self._nudged = time.monotonic()
-        try:
-            self.consumer.topics()
-        except KafkaError as exc:  # the next poll reports a broker that is really gone
-            log.debug("metadata refresh while unassigned failed: %s", exc)
 
     def _after_rebalance(self, batch: Batch, records: list[SourceRecord]) -> list[SourceRecord]:
         """Drop what the revoked partitions gave (before and in this poll) and seek those still

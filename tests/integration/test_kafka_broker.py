@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
@@ -10,6 +11,7 @@ from stream.core.settings import KafkaSettings
 from stream.kafka.admin import ensure_topic
 from stream.kafka.clients import consumer
 from stream.kafka.source import KafkaSource
+from stream.tools.chaos import Broker
 
 pytestmark = pytest.mark.integration
 
@@ -68,3 +70,29 @@ def test_a_member_polled_with_a_1ms_wait_still_gets_its_partitions(
         assert sorted(member.assignment()) == [(topic_name, 0), (topic_name, 1)]
     finally:
         member.close()
+
+
+def test_an_idle_member_keeps_its_loop_turning_while_the_broker_is_down(tmp_path: Path) -> None:
+    """Two members on one partition: one holds nothing.  With the broker gone, each of its
+    next_batch calls still returns within its wait (plus a keepalive's worth), so the loop around
+    it sees a stop request; no call blocks until the broker is back."""
+    broker = Broker(tmp_path / "kafka")
+    broker.up()
+    try:
+        settings = KafkaSettings(bootstrap_servers=[broker.bootstrap])
+        ensure_topic(settings, "one", partitions=1)
+        members = [KafkaSource(settings, ["one"], "g") for _ in range(2)]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and sum(m.assigned for m in members) != 1:
+            for m in members:
+                m.next_batch(10, 100)
+        idle = next(m for m in members if not m.assigned)
+        broker.down()
+        slowest, until = 0.0, time.monotonic() + 12
+        while time.monotonic() < until:
+            started = time.monotonic()
+            idle.next_batch(10, 100)
+            slowest = max(slowest, time.monotonic() - started)
+        assert slowest < 3.0
+    finally:
+        broker.down()
