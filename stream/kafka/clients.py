@@ -54,7 +54,7 @@ def _finish_joins_in_flight(member: KafkaConsumer) -> None:
     flight still needs finishing; the library's own loop does the rest."""
     coordinator = getattr(member, "_coordinator", None)
     if coordinator is None or not hasattr(coordinator, "_join_task"):
-        return  # a client without 3.0's join task has no such gap
+        return  # a later release whose join loop has no such task is left as it is
     needs_rejoin = coordinator.need_rejoin
 
     def need_rejoin() -> bool:
