@@ -1,4 +1,4 @@
-"""Helpers shared by integration tests: producing news items and running the CLI."""
+"""Helpers shared by integration tests: producing news items, a group's commits, running the CLI."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from kafka import KafkaProducer
+
+from stream.core.settings import KafkaSettings
+from stream.kafka.admin import group_lag
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,3 +62,9 @@ def cli_env() -> dict[str, str]:
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(yuqing_cmd(*args), capture_output=True, text=True, timeout=timeout, env=cli_env(), cwd=ROOT)
+
+
+def committed_total(bootstrap: str, group: str) -> int:
+    """The group's committed offsets summed over its partitions.  Through the admin API: a
+    KafkaConsumer carrying the group id would disturb the group's joins."""
+    return sum(max(c, 0) for _, _, c, _ in group_lag(KafkaSettings(bootstrap_servers=[bootstrap]), group))

@@ -77,7 +77,7 @@ class Pipeline:
             if not len(batch):
                 if self.source.exhausted or self._idle_too_long(idle_since):
                     break
-                if not self.source.assigned:
+                if self.source.rebalancing:
                     idle_since = time.monotonic()  # waiting for a rebalance is not being idle
                 self._maybe_write_stats(0.0)
                 continue

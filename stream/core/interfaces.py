@@ -38,8 +38,9 @@ class Source(Protocol):
         ...
 
     @property
-    def assigned(self) -> bool:
-        """The source owns something to read now (False while a consumer group rebalances)."""
+    def rebalancing(self) -> bool:
+        """A consumer group is joining or moving partitions: what the source owns is about to be
+        decided.  A member that a finished rebalance gave nothing is not rebalancing: it is idle."""
         ...
 
     def next_batch(self, max_items: int, max_wait_ms: int) -> Batch: ...
@@ -68,8 +69,8 @@ class Standalone:
     reports no lag."""
 
     @property
-    def assigned(self) -> bool:
-        return True
+    def rebalancing(self) -> bool:
+        return False
 
     def keepalive(self) -> None:
         """No group membership to keep alive."""

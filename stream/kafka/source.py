@@ -12,6 +12,7 @@ the batch's first offset there and read again (the store collapses the duplicate
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -49,16 +50,19 @@ def to_record(msg: Any) -> SourceRecord:
 
 
 class _Rebalance(ConsumerRebalanceListener):
-    """Notes what a rebalance revoked; the source acts on it once poll() returns."""
+    """Notes what a rebalance revoked, and whether one is under way (from the join's start, which
+    revokes, to its assignment); the source acts on them once poll() returns."""
 
-    def __init__(self, revoked: set[Partition]) -> None:
-        self._revoked = revoked
+    def __init__(self, revoked: set[Partition], settled: threading.Event) -> None:
+        self._revoked, self._settled = revoked, settled
 
     def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self._settled.clear()
         self._revoked.update((tp.topic, tp.partition) for tp in revoked)
 
     def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
+        self._settled.set()
 
 
 class KafkaSource:
@@ -79,7 +83,8 @@ class KafkaSource:
         self._revoked: set[Partition] = set()
         self._batch = Batch()  # the batch read and not yet committed
         self._committed: dict[Partition, int] = {}  # last commit known per partition, for lag()
-        self.consumer.subscribe(topics=topics, listener=_Rebalance(self._revoked))
+        self._settled = threading.Event()  # set by a finished rebalance, cleared when one starts
+        self.consumer.subscribe(topics=topics, listener=_Rebalance(self._revoked, self._settled))
 
     def next_batch(self, max_items: int, max_wait_ms: int) -> Batch:
         batch = self._batch = Batch()
@@ -126,8 +131,8 @@ class KafkaSource:
     exhausted = False  # a consumer group never runs dry
 
     @property
-    def assigned(self) -> bool:
-        return bool(self.consumer.assignment())
+    def rebalancing(self) -> bool:
+        return not self._settled.is_set()
 
     def commit(self, batch: Batch) -> None:
         """Commit the batch's partitions that are ours now and were not revoked since it was read."""

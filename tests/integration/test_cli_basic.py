@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -10,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, cli_env, news_item, produce, run_cli, yuqing_cmd
+from stream.core.settings import KafkaSettings, StoreSettings
+from stream.core.store import Store
+from stream.kafka.admin import ensure_topic
+from tests.helpers import ROOT, cli_env, committed_total, news_item, produce, run_cli, yuqing_cmd
 
 pytestmark = pytest.mark.integration
 
@@ -114,3 +118,44 @@ def test_status_reports_lag(
     status = run_cli("status", "--bootstrap", kafka_bootstrap, "--group", group_name)
     assert status.returncode == 0, status.stderr
     assert "total lag 5" in status.stdout
+
+
+def test_until_idle_ends_a_member_that_the_group_gave_nothing(
+    kafka_bootstrap: str, topic_name: str, group_name: str, tiny_packages: list[Path], tmp_path: Path
+) -> None:
+    """A live member holds the only partition and has drained it; a second one joins with
+    --until-idle.  The range assignor gives the partition to the smaller member id (the client id
+    leads it), so the newcomer holds nothing: a member the settled group gave nothing is idle, not
+    waiting for a rebalance, and it ends; the items are in the holder's store only, once."""
+    ensure_topic(KafkaSettings(bootstrap_servers=[kafka_bootstrap]), topic_name, partitions=1)
+    produce(kafka_bootstrap, topic_name, (news_item(i) for i in range(40)))
+
+    def member(k: int, client_id: str, *extra: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            yuqing_cmd("run", "--bootstrap", kafka_bootstrap, "--topic", topic_name, "--group", group_name,
+                       "--store", f"chdb://{tmp_path / f's{k}'}", "--models", str(tiny_packages[0]), *extra),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+            env={**cli_env(), "YUQING_KAFKA__CLIENT_ID": client_id})
+
+    holder = member(0, "a-holder")
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and committed_total(kafka_bootstrap, group_name) < 40:
+            time.sleep(0.5)
+        assert committed_total(kafka_bootstrap, group_name) == 40
+        newcomer = member(1, "z-newcomer", "--until-idle", "3")
+        try:
+            assert newcomer.wait(timeout=90) == 0, newcomer.stderr.read() if newcomer.stderr else ""
+        finally:
+            newcomer.kill()
+        assert holder.poll() is None  # the holder kept running all along
+        holder.send_signal(signal.SIGTERM)
+        assert holder.wait(timeout=60) == 0, holder.stderr.read() if holder.stderr else ""
+    finally:
+        holder.kill()
+    counts = []
+    for k in (0, 1):
+        with Store(StoreSettings(dsn=f"chdb://{tmp_path / f's{k}'}")) as store:
+            counts.append(store.scalar(f"SELECT count() FROM {store.database}.scored FINAL"))
+    assert counts == [40, 0]
+

@@ -36,7 +36,7 @@ from stream.core.settings import KafkaSettings, Settings, StoreSettings
 from stream.core.store import Store
 from stream.kafka.admin import ensure_topic, group_lag
 from stream.kafka.source import KafkaSource
-from tests.helpers import news_item, produce
+from tests.helpers import committed_total, news_item, produce
 from tests.unit.test_items_fuzz import payloads as hostile_payloads
 from tests.unit.test_items_fuzz import timestamps as hostile_timestamps
 
@@ -193,10 +193,6 @@ def consumer_settings(bootstrap: str, topic: str, group: str, store: StoreSettin
         store=store,
         batch={"max_items": 64, "max_wait_ms": 200},  # type: ignore[arg-type]
     )
-
-
-def committed_total(bootstrap: str, group: str) -> int:
-    return sum(max(c, 0) for _, _, c, _ in group_lag(KafkaSettings(bootstrap_servers=[bootstrap]), group))
 
 
 def dlq_messages(bootstrap: str, topic: str) -> list[Any]:

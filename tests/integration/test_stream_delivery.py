@@ -16,16 +16,10 @@ from stream.consumer.app import run_pipeline
 from stream.core.interfaces import Scorer
 from stream.core.settings import KafkaSettings, Settings, StoreSettings
 from stream.core.store import Store
-from stream.kafka.admin import ensure_topic, group_lag
-from tests.helpers import ROOT, cli_env, news_item, produce, yuqing_cmd
+from stream.kafka.admin import ensure_topic
+from tests.helpers import ROOT, cli_env, committed_total, news_item, produce, yuqing_cmd
 
 pytestmark = pytest.mark.integration
-
-
-def committed_total(bootstrap: str, group: str) -> int:
-    # Through the admin API: a KafkaConsumer carrying the group id would disturb the group's joins.
-    rows = group_lag(KafkaSettings(bootstrap_servers=[bootstrap]), group)
-    return sum(max(c, 0) for _, _, c, _ in rows)
 
 
 def start_consumer(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -214,3 +215,30 @@ def test_an_entity_set_without_a_sentiment_head_has_an_empty_sentiment_and_a_mis
     with pytest.raises(ModelUnavailable, match="no category prediction"):
         pipeline.run()
     assert source.committed == {} and sink.rows == [] and sink.entities == [] and sink.bad == []
+
+
+class EmptyMember(ListSource):
+    """A group member that reads nothing: rebalancing for its first `rebalancing_s`, then given nothing."""
+
+    def __init__(self, rebalancing_s: float) -> None:
+        super().__init__([], [])
+        self.started, self.rebalancing_s = time.monotonic(), rebalancing_s
+
+    @property
+    def rebalancing(self) -> bool:
+        return time.monotonic() - self.started < self.rebalancing_s
+
+    def next_batch(self, max_items: int, max_wait_ms: int) -> Batch:
+        time.sleep(max_wait_ms / 1000)
+        return Batch()
+
+
+@pytest.mark.parametrize("rebalancing_s", [0.0, 1.0])
+def test_idle_time_counts_from_the_end_of_a_rebalance_even_one_that_gave_nothing(rebalancing_s: float) -> None:
+    """Waiting for partitions is not being idle; holding none once the group has settled is: an
+    --until-idle member that the group gives nothing still ends."""
+    started = time.monotonic()
+    source, sink = EmptyMember(rebalancing_s), FlakySink([])
+    Pipeline(source, [UpperScorer()], sink, BatchSettings(max_items=4, max_wait_ms=20), idle_exit_s=0.3).run()
+    took = time.monotonic() - started
+    assert rebalancing_s + 0.3 - 0.05 <= took < rebalancing_s + 2.0  # the rebalance is seen once per 20 ms wait
