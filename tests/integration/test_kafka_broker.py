@@ -83,11 +83,15 @@ def test_an_idle_member_keeps_its_loop_turning_while_the_broker_is_down(tmp_path
         ensure_topic(settings, "one", partitions=1)
         members = [KafkaSource(settings, ["one"], "g") for _ in range(2)]
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and sum(bool(m.consumer.assignment()) for m in members) != 1:
+
+        def settled() -> bool:  # both joined, one holds the partition
+            return sum(bool(m.consumer.assignment()) for m in members) == 1 and not any(m.rebalancing for m in members)
+
+        while time.monotonic() < deadline and not settled():
             for m in members:
                 m.next_batch(10, 100)
+        assert settled()
         idle = next(m for m in members if not m.consumer.assignment())
-        assert not idle.rebalancing  # a finished rebalance gave it nothing: it is idle, not waiting
         broker.down()
         slowest, until = 0.0, time.monotonic() + 12
         while time.monotonic() < until:
