@@ -78,10 +78,11 @@ def test_an_idle_member_keeps_its_loop_turning_while_the_broker_is_down(tmp_path
     it sees a stop request; no call blocks until the broker is back."""
     broker = Broker(tmp_path / "kafka")
     broker.up()
+    members: list[KafkaSource] = []
     try:
         settings = KafkaSettings(bootstrap_servers=[broker.bootstrap])
         ensure_topic(settings, "one", partitions=1)
-        members = [KafkaSource(settings, ["one"], "g") for _ in range(2)]
+        members += [KafkaSource(settings, ["one"], "g") for _ in range(2)]
         deadline = time.monotonic() + 30
 
         def settled() -> bool:  # both joined, one holds the partition
@@ -100,4 +101,6 @@ def test_an_idle_member_keeps_its_loop_turning_while_the_broker_is_down(tmp_path
             slowest = max(slowest, time.monotonic() - started)
         assert slowest < 3.0
     finally:
+        for m in members:
+            m.close()  # no IO threads left behind, retrying a broker that is gone
         broker.down()
