@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -68,3 +69,28 @@ def committed_total(bootstrap: str, group: str) -> int:
     """The group's committed offsets summed over its partitions.  Through the admin API: a
     KafkaConsumer carrying the group id would disturb the group's joins."""
     return sum(max(c, 0) for _, _, c, _ in group_lag(KafkaSettings(bootstrap_servers=[bootstrap]), group))
+
+
+def start_consumer(
+    bootstrap: str, topic: str, group: str, packages: Sequence[Path], dsn: str, *extra: str,
+    until_idle: float | None = 8, env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """`yuqing run` on the CPU in the background (exiting after `until_idle` idle seconds, or
+    running until stopped when None); its output goes to a log that `output_of` reads."""
+    idle = ["--until-idle", str(until_idle)] if until_idle is not None else []
+    args = ["run", "--bootstrap", bootstrap, "--topic", topic, "--group", group, "--store", dsn,
+            "--device", "cpu", *idle, *extra, "--models", *map(str, packages)]
+    # Output to a file, not a pipe: a pipe nobody reads fills up and blocks the consumer.
+    log_path = Path(dsn[len("chdb://") :]).parent / f"consumer-{time.monotonic_ns()}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(yuqing_cmd(*args), cwd=ROOT, env={**cli_env(), **(env or {})}, stdout=log,
+                                stderr=subprocess.STDOUT)
+    _LOGS[proc.pid] = log_path
+    return proc
+
+
+_LOGS: dict[int, Path] = {}
+
+
+def output_of(proc: subprocess.Popen[bytes]) -> str:
+    return _LOGS[proc.pid].read_text(errors="replace")[-4000:]

@@ -14,7 +14,17 @@ import pytest
 from stream.core.settings import KafkaSettings, StoreSettings
 from stream.core.store import Store
 from stream.kafka.admin import ensure_topic
-from tests.helpers import ROOT, cli_env, committed_total, news_item, produce, run_cli, yuqing_cmd
+from tests.helpers import (
+    ROOT,
+    cli_env,
+    committed_total,
+    news_item,
+    output_of,
+    produce,
+    run_cli,
+    start_consumer,
+    yuqing_cmd,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -130,27 +140,25 @@ def test_until_idle_ends_a_member_that_the_group_gave_nothing(
     ensure_topic(KafkaSettings(bootstrap_servers=[kafka_bootstrap]), topic_name, partitions=1)
     produce(kafka_bootstrap, topic_name, (news_item(i) for i in range(40)))
 
-    def member(k: int, client_id: str, *extra: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            yuqing_cmd("run", "--bootstrap", kafka_bootstrap, "--topic", topic_name, "--group", group_name,
-                       "--store", f"chdb://{tmp_path / f's{k}'}", "--models", str(tiny_packages[0]), *extra),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-            env={**cli_env(), "YUQING_KAFKA__CLIENT_ID": client_id})
+    def member(k: int, client_id: str, until_idle: float | None) -> subprocess.Popen[bytes]:
+        dsn = f"chdb://{tmp_path / f's{k}'}"
+        return start_consumer(kafka_bootstrap, topic_name, group_name, tiny_packages[:1], dsn,
+                              until_idle=until_idle, env={"YUQING_KAFKA__CLIENT_ID": client_id})
 
-    holder = member(0, "a-holder")
+    holder = member(0, "a-holder", None)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and committed_total(kafka_bootstrap, group_name) < 40:
             time.sleep(0.5)
         assert committed_total(kafka_bootstrap, group_name) == 40
-        newcomer = member(1, "z-newcomer", "--until-idle", "3")
+        newcomer = member(1, "z-newcomer", 3)
         try:
-            assert newcomer.wait(timeout=90) == 0, newcomer.stderr.read() if newcomer.stderr else ""
+            assert newcomer.wait(timeout=90) == 0, output_of(newcomer)
         finally:
             newcomer.kill()
         assert holder.poll() is None  # the holder kept running all along
         holder.send_signal(signal.SIGTERM)
-        assert holder.wait(timeout=60) == 0, holder.stderr.read() if holder.stderr else ""
+        assert holder.wait(timeout=60) == 0, output_of(holder)
     finally:
         holder.kill()
     counts = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -17,45 +16,9 @@ from stream.core.interfaces import Scorer
 from stream.core.settings import KafkaSettings, Settings, StoreSettings
 from stream.core.store import Store
 from stream.kafka.admin import ensure_topic
-from tests.helpers import ROOT, cli_env, committed_total, news_item, produce, yuqing_cmd
+from tests.helpers import committed_total, news_item, output_of, produce, start_consumer
 
 pytestmark = pytest.mark.integration
-
-
-def start_consumer(
-    bootstrap: str, topic: str, group: str, packages: list[Path], dsn: str, *extra: str
-) -> subprocess.Popen[bytes]:
-    args = [
-        "run",
-        "--bootstrap",
-        bootstrap,
-        "--topic",
-        topic,
-        "--group",
-        group,
-        "--store",
-        dsn,
-        "--device",
-        "cpu",
-        "--until-idle",
-        "8",
-        *extra,
-        "--models",
-        *map(str, packages),
-    ]
-    # Output to a file, not a pipe: a pipe nobody reads fills up and blocks the consumer.
-    log_path = Path(dsn[len("chdb://") :]).parent / f"consumer-{time.monotonic_ns()}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(yuqing_cmd(*args), cwd=ROOT, env=cli_env(), stdout=log, stderr=subprocess.STDOUT)
-    LOGS[proc.pid] = log_path
-    return proc
-
-
-LOGS: dict[int, Path] = {}
-
-
-def output_of(proc: subprocess.Popen[bytes]) -> str:
-    return LOGS[proc.pid].read_text(errors="replace")[-4000:]
 
 
 def test_kill_9_three_times_loses_and_doubles_nothing(
