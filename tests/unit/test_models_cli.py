@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 
-from models.training import cpu_threads
+from models.training import busy_elsewhere, cpu_threads
 
 
 def test_help_does_not_import_torch() -> None:
@@ -31,3 +33,39 @@ def test_cpu_threads() -> None:
     assert cpu_threads(3) == 3
     usable = len(os.sched_getaffinity(0))
     assert 1 <= cpu_threads(None) <= usable
+
+
+def test_this_process_own_work_does_not_count_as_busy() -> None:
+    # A thread of ours spinning on a core during the window: the load average would count it (and
+    # training after the demo's own data preparation started on one thread of two).
+    before = busy_elsewhere(0.5)
+    assert before is not None
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            pass
+
+    spinner = threading.Thread(target=spin)
+    own = time.process_time()
+    spinner.start()
+    try:
+        during = busy_elsewhere(1.0)
+    finally:
+        stop.set()
+        spinner.join()
+    assert time.process_time() - own > 0.6  # the thread did keep a core busy
+    assert during is not None and during < before + 0.5
+
+
+def test_another_process_work_counts_as_busy() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        busy = busy_elsewhere(1.0)
+        threads = cpu_threads(None)
+    finally:
+        child.kill()
+        child.wait()
+    assert busy is not None and busy > 0.6
+    assert threads <= max(1, len(os.sched_getaffinity(0)) - 1)
