@@ -27,6 +27,7 @@ import numpy as np
 MS_DOMAIN = "com.microsoft"
 _ZERO_POINT = 128
 _MIN_OPSET = 13  # QuantizeLinear with a per-axis scale
+TRIAL_DATA = "per_token_trials.data"  # the tensors of the search's trial graphs (PerTokenInt8)
 
 
 def weighted_matmuls(model: Any) -> list[str]:
@@ -38,72 +39,124 @@ def weighted_matmuls(model: Any) -> list[str]:
 
 def quantize_per_token_int8(src: Path, dst: Path, exclude: Sequence[str] = ()) -> int:
     """Rewrite `src` into `dst`; the MatMuls named in `exclude` stay fp32.  Returns how many were quantized."""
-    import onnx
-    from onnx import helper, numpy_helper
+    return PerTokenInt8(src).write(dst, exclude)
 
-    model = onnx.load(str(src))
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset < _MIN_OPSET:
-        raise ValueError(f"per-token int8 needs opset {_MIN_OPSET} or later, the graph has {opset}")
-    graph = model.graph
-    targets = set(weighted_matmuls(model)) - set(exclude)
-    weights = {init.name: init for init in graph.initializer}
-    shared: dict[str, np.ndarray] = {
-        "pt_inv127": np.array(1 / 127, np.float32), "pt_eps": np.array(1e-12, np.float32),
-        "pt_one": np.array(1.0, np.float32), "pt_zp": np.array(_ZERO_POINT, np.uint8),
-        "pt_wzp": np.array(0, np.int8), "pt_start": np.array([0], np.int64),
-        "pt_last": np.array([-1], np.int64), "pt_unit": np.array([1], np.int64),
-        "pt_axis1": np.array([1], np.int64)}
-    added: dict[str, np.ndarray] = {}
-    rows: dict[str, str] = {}  # input tensor -> the prefix of its quantized form
-    nodes: list[Any] = []
-    done = 0
 
-    def reduce_max(x: str, out: str) -> Any:
-        if opset >= 18:  # axes became an input
-            return helper.make_node("ReduceMax", [x, "pt_axis1"], [out], keepdims=0)
-        return helper.make_node("ReduceMax", [x], [out], axes=[1], keepdims=0)
+class PerTokenInt8:
+    """`src` loaded once, each weighted MatMul's int8 weight computed once: the export's search
+    writes a variant per trial, each with other MatMuls left in fp32.  A trial (`beside=True`)
+    keeps its tensors as references into one data file written once beside it, so a trial's graph
+    is a few kilobytes to write instead of the whole model (serializing that was a quarter of a
+    trial's cost)."""
 
-    for node in graph.node:
-        if node.name not in targets:
-            nodes.append(node)
-            continue
-        w = numpy_helper.to_array(weights[node.input[1]]).astype(np.float32)
-        scale = np.maximum(np.abs(w).max(axis=0) / 127, 1e-12).astype(np.float32)
-        k, done = f"pt{done}", done + 1
-        added[f"{k}_w"] = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
-        added[f"{k}_ws"] = scale
-        x = node.input[0]
-        if x not in rows:
-            p = rows[x] = f"ptx{len(rows)}"
-            added.setdefault(f"pt_rows_{w.shape[0]}", np.array([-1, w.shape[0]], np.int64))
-            nodes += [
-                helper.make_node("Shape", [x], [f"{p}_shape"]),
-                helper.make_node("Slice", [f"{p}_shape", "pt_start", "pt_last"], [f"{p}_lead"]),
-                helper.make_node("Concat", [f"{p}_lead", "pt_unit"], [f"{p}_scale_shape"], axis=0),
-                helper.make_node("Reshape", [x, f"pt_rows_{w.shape[0]}"], [f"{p}_rows"]),
-                helper.make_node("Abs", [f"{p}_rows"], [f"{p}_abs"]),
-                reduce_max(f"{p}_abs", f"{p}_max"),
-                helper.make_node("Mul", [f"{p}_max", "pt_inv127"], [f"{p}_step"]),
-                helper.make_node("Max", [f"{p}_step", "pt_eps"], [f"{p}_scale"]),
-                helper.make_node("Shape", [f"{p}_scale"], [f"{p}_n"]),
-                helper.make_node("Expand", ["pt_zp", f"{p}_n"], [f"{p}_zps"]),
-                helper.make_node("QuantizeLinear", [f"{p}_rows", f"{p}_scale", f"{p}_zps"], [f"{p}_q_rows"], axis=0),
-                helper.make_node("Reshape", [f"{p}_q_rows", f"{p}_shape"], [f"{p}_q"]),
-                helper.make_node("Reshape", [f"{p}_scale", f"{p}_scale_shape"], [f"{p}_row_scale"]),
-            ]
-        p = rows[x]
-        nodes += [helper.make_node("MatMulIntegerToFloat", [f"{p}_q", f"{k}_w", "pt_one", f"{k}_ws", "pt_zp", "pt_wzp"],
-                                   [f"{k}_y"], domain=MS_DOMAIN, name=f"{node.name}_per_token"),
-                  helper.make_node("Mul", [f"{k}_y", f"{p}_row_scale"], [node.output[0]])]
-    used = {name for node in nodes for name in node.input}
-    kept = [init for init in graph.initializer if init.name in used]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    del graph.initializer[:]
-    graph.initializer.extend(kept + [numpy_helper.from_array(v, name) for name, v in (shared | added).items()
-                                     if name in used])
-    if not any(o.domain == MS_DOMAIN for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
-    onnx.save(model, str(dst))
-    return len(targets)
+    def __init__(self, src: Path) -> None:
+        import onnx
+        from onnx import helper, numpy_helper
+
+        model = onnx.load(str(src))
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        if self.opset < _MIN_OPSET:
+            raise ValueError(f"per-token int8 needs opset {_MIN_OPSET} or later, the graph has {self.opset}")
+        self.matmuls = weighted_matmuls(model)
+        self._nodes = list(model.graph.node)
+        # Every tensor a variant may use, by name: the graph's own, then the per-token ones.
+        self._tensors = {init.name: init for init in model.graph.initializer}
+        shared: dict[str, np.ndarray] = {
+            "pt_inv127": np.array(1 / 127, np.float32), "pt_eps": np.array(1e-12, np.float32),
+            "pt_one": np.array(1.0, np.float32), "pt_zp": np.array(_ZERO_POINT, np.uint8),
+            "pt_wzp": np.array(0, np.int8), "pt_start": np.array([0], np.int64),
+            "pt_last": np.array([-1], np.int64), "pt_unit": np.array([1], np.int64),
+            "pt_axis1": np.array([1], np.int64)}
+        self._key = {name: f"pt{i}" for i, name in enumerate(self.matmuls)}
+        for node in self._nodes:
+            if node.name in self._key:
+                w = numpy_helper.to_array(self._tensors[node.input[1]]).astype(np.float32)
+                scale = np.maximum(np.abs(w).max(axis=0) / 127, 1e-12).astype(np.float32)
+                k = self._key[node.name]
+                shared[f"{k}_w"] = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+                shared[f"{k}_ws"] = scale
+                shared[f"pt_rows_{w.shape[0]}"] = np.array([-1, w.shape[0]], np.int64)
+        self._tensors |= {name: numpy_helper.from_array(v, name) for name, v in shared.items()}
+        self._beside: dict[Path, dict[str, Any]] = {}  # directory -> external-data references
+        # Everything but the nodes and initializers, which each variant sets anew.
+        self._shell = onnx.ModelProto()
+        self._shell.CopyFrom(model)
+        del self._shell.graph.node[:]
+        del self._shell.graph.initializer[:]
+        if not any(o.domain == MS_DOMAIN for o in self._shell.opset_import):
+            self._shell.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+
+    def write(self, dst: Path, exclude: Sequence[str] = (), *, beside: bool = False) -> int:
+        """Write the variant with the MatMuls named in `exclude` in fp32; returns how many are int8.
+        With `beside`, its tensors stay in a data file next to `dst` (for trials, not to ship)."""
+        import onnx
+        from onnx import helper
+
+        targets = set(self.matmuls) - set(exclude)
+        rows: dict[str, str] = {}  # input tensor -> the prefix of its quantized form
+        nodes: list[Any] = []
+
+        def reduce_max(x: str, out: str) -> Any:
+            if self.opset >= 18:  # axes became an input
+                return helper.make_node("ReduceMax", [x, "pt_axis1"], [out], keepdims=0)
+            return helper.make_node("ReduceMax", [x], [out], axes=[1], keepdims=0)
+
+        for node in self._nodes:
+            if node.name not in targets:
+                nodes.append(node)
+                continue
+            k = self._key[node.name]
+            width = self._tensors[f"{k}_w"].dims[0]
+            x = node.input[0]
+            if x not in rows:
+                p = rows[x] = f"ptx{len(rows)}"
+                nodes += [
+                    helper.make_node("Shape", [x], [f"{p}_shape"]),
+                    helper.make_node("Slice", [f"{p}_shape", "pt_start", "pt_last"], [f"{p}_lead"]),
+                    helper.make_node("Concat", [f"{p}_lead", "pt_unit"], [f"{p}_scale_shape"], axis=0),
+                    helper.make_node("Reshape", [x, f"pt_rows_{width}"], [f"{p}_rows"]),
+                    helper.make_node("Abs", [f"{p}_rows"], [f"{p}_abs"]),
+                    reduce_max(f"{p}_abs", f"{p}_max"),
+                    helper.make_node("Mul", [f"{p}_max", "pt_inv127"], [f"{p}_step"]),
+                    helper.make_node("Max", [f"{p}_step", "pt_eps"], [f"{p}_scale"]),
+                    helper.make_node("Shape", [f"{p}_scale"], [f"{p}_n"]),
+                    helper.make_node("Expand", ["pt_zp", f"{p}_n"], [f"{p}_zps"]),
+                    helper.make_node("QuantizeLinear", [f"{p}_rows", f"{p}_scale", f"{p}_zps"], [f"{p}_q_rows"],
+                                     axis=0),
+                    helper.make_node("Reshape", [f"{p}_q_rows", f"{p}_shape"], [f"{p}_q"]),
+                    helper.make_node("Reshape", [f"{p}_scale", f"{p}_scale_shape"], [f"{p}_row_scale"]),
+                ]
+            p = rows[x]
+            nodes += [helper.make_node("MatMulIntegerToFloat",
+                                       [f"{p}_q", f"{k}_w", "pt_one", f"{k}_ws", "pt_zp", "pt_wzp"],
+                                       [f"{k}_y"], domain=MS_DOMAIN, name=f"{node.name}_per_token"),
+                      helper.make_node("Mul", [f"{k}_y", f"{p}_row_scale"], [node.output[0]])]
+        used = {name for node in nodes for name in node.input}
+        tensors = self._references(dst.parent) if beside else self._tensors
+        model = onnx.ModelProto()
+        model.CopyFrom(self._shell)
+        model.graph.node.extend(nodes)
+        model.graph.initializer.extend(tensor for name, tensor in tensors.items() if name in used)
+        onnx.save(model, str(dst))
+        return len(targets)
+
+    def _references(self, directory: Path) -> dict[str, Any]:
+        """Every tensor as a reference into one data file in `directory`, written on first use."""
+        if directory not in self._beside:
+            from onnx import StringStringEntryProto, TensorProto, numpy_helper
+
+            references: dict[str, Any] = {}
+            with (directory / TRIAL_DATA).open("wb") as fh:
+                for name, tensor in self._tensors.items():
+                    raw = numpy_helper.to_array(tensor).tobytes()
+                    if len(raw) < 1024:  # scalars and shapes stay inline
+                        references[name] = tensor
+                        continue
+                    where = {"location": TRIAL_DATA, "offset": str(fh.tell()), "length": str(len(raw))}
+                    ref = TensorProto(name=name, data_type=tensor.data_type, dims=tensor.dims,
+                                      data_location=TensorProto.EXTERNAL,
+                                      external_data=[StringStringEntryProto(key=k, value=v) for k, v in where.items()])
+                    fh.write(raw)
+                    references[name] = ref
+            self._beside[directory] = references
+        return self._beside[directory]

@@ -187,6 +187,12 @@ class Builder:
     work: Path
     calibration_reader: Callable[[], EncodedReader]
     _groups: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    _per_token: list[per_token.PerTokenInt8] = field(default_factory=list)  # the plain graph, loaded once
+
+    def per_token(self) -> per_token.PerTokenInt8:
+        if not self._per_token:
+            self._per_token.append(per_token.PerTokenInt8(self.plain))
+        return self._per_token[0]
 
     def groups(self, family: str) -> dict[str, list[str]]:
         """The family's node groups; per-token int8 puts nodes back one by one ("node:<name>"): its
@@ -194,22 +200,21 @@ class Builder:
         key = family if family in ("dynamic", PER_TOKEN) else "static"
         if key not in self._groups:
             if key == PER_TOKEN:
-                import onnx
-
-                names = per_token.weighted_matmuls(onnx.load(str(self.plain), load_external_data=False))
-                self._groups[key] = {f"node:{name}": [name] for name in names}
+                self._groups[key] = {f"node:{name}": [name] for name in self.per_token().matmuls}
             else:
                 self._groups[key] = node_groups(self.fp32 if key == "dynamic" else self.plain,
                                                 DYNAMIC_OPS if key == "dynamic" else STATIC_OPS)
         return self._groups[key]
 
-    def build(self, scheme: Scheme, dst: Path, exclude: set[str] | None = None) -> dict[str, Any]:
-        """Write the scheme's int8 graph to `dst`; `exclude` overrides the scheme's fp32 groups."""
+    def build(self, scheme: Scheme, dst: Path, exclude: set[str] | None = None, *, trial: bool = False
+              ) -> dict[str, Any]:
+        """Write the scheme's int8 graph to `dst`; `exclude` overrides the scheme's fp32 groups.  A
+        `trial` graph is only evaluated here: it may keep its tensors in a file beside it."""
         groups = self.groups(scheme.family)
         if exclude is None:
             exclude = {name for g in scheme.fp32_groups for name in groups.get(g, [])}
         if scheme.family == PER_TOKEN:
-            per_token.quantize_per_token_int8(self.plain, dst, sorted(exclude))
+            self.per_token().write(dst, sorted(exclude), beside=trial)
         elif scheme.calibration is None:
             quantize_dynamic_int8(self.fp32, dst, sorted(exclude))
         else:
@@ -258,7 +263,7 @@ def probe(builder: Builder, family: str, selection: parity.Reference, pad_id: in
     """The family with every node quantized, on the selection texts."""
     started = time.perf_counter()
     trial = builder.work / "trial.onnx"
-    builder.build(Scheme(family), trial)
+    builder.build(Scheme(family), trial, trial=True)
     return Search(family, evaluate(trial, selection, pad_id), seconds=time.perf_counter() - started)
 
 
@@ -274,12 +279,12 @@ def sensitive_schemes(builder: Builder, found: Search, selection: parity.Referen
     ranking = selection.sample(RANK_TEXTS)
     found.ranked_on = len(ranking.encoded.ids)
     for group, nodes in groups.items():
-        builder.build(Scheme(found.family), trial, exclude=every - set(nodes))
+        builder.build(Scheme(found.family), trial, exclude=every - set(nodes), trial=True)
         found.sensitivity[group] = evaluate(trial, ranking, pad_id)
     ranked = sorted(found.sensitivity, key=lambda g: -found.sensitivity[g]["mean_abs_diff"])
     for n in range(1, len(ranked)):
         scheme = Scheme(found.family, tuple(ranked[:n]))
-        builder.build(scheme, trial)
+        builder.build(scheme, trial, trial=True)
         result = evaluate(trial, selection, pad_id)
         found.steps.append({"fp32_groups": list(scheme.fp32_groups)} | result)
         found.seconds += time.perf_counter() - started

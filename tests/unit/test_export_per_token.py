@@ -112,6 +112,35 @@ def test_an_encoder_graph_scores_each_text_the_same_whatever_its_batch(tmp_path:
     assert parity.compare(ref, together)["label_agreement"] >= 0.95
 
 
+def test_one_loaded_graph_writes_each_variant_as_a_fresh_load_would(tmp_path: Path) -> None:
+    # The search writes many variants from one load: none may carry another's nodes or weights,
+    # and a trial that keeps its tensors beside it scores as the self-contained graph does.
+    import onnx
+
+    ckpt = load_checkpoint(save_tiny_classifier(tmp_path / "ckpt", report={"max_length": 64}))
+    plain = tmp_path / "plain.onnx"
+    onnx_export.export_fp32(ckpt, plain)
+    loaded = per_token.PerTokenInt8(plain)
+    trials = tmp_path / "trials"
+    trials.mkdir()
+    assert loaded.write(trials / "first.onnx", loaded.matmuls[:5], beside=True) == len(loaded.matmuls) - 5
+    texts = [text for text, _ in BUILTIN]
+    ref = parity.reference(ckpt, encode(ref_tokenizer(ckpt), texts), None)
+    for exclude in ((), loaded.matmuls[::2]):
+        shipped, trial, fresh = tmp_path / "shipped.onnx", trials / "trial.onnx", tmp_path / "fresh.onnx"
+        loaded.write(shipped, exclude)
+        loaded.write(trial, exclude, beside=True)
+        per_token.quantize_per_token_int8(plain, fresh, exclude)
+        assert fresh.read_bytes() == shipped.read_bytes()
+        assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in onnx.load(str(shipped)).graph.initializer)
+        assert trial.stat().st_size < shipped.stat().st_size / 2  # the weights stayed in the data file
+        assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in onnx.load(str(trial), load_external_data=False)
+                   .graph.initializer)
+        outputs = [run_outputs(create_session(path, "cpu")[0], ref.encoded, ckpt.pad_token_id)["logits"]
+                   for path in (shipped, trial)]
+        np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
 def test_the_search_puts_per_token_nodes_back_one_at_a_time(tmp_path: Path) -> None:
     ckpt = load_checkpoint(save_tiny_classifier(tmp_path / "ckpt", report={"max_length": 64}))
     plain = tmp_path / "plain.onnx"
