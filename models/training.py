@@ -25,6 +25,7 @@ from models.datasets import canonical_task, check_splits, label_table, load_data
 from models.evaluation import collate, encode, length_grouped_batches, metrics, predict
 from models.splits import SPLITS, normalize_text
 from stream.core.errors import DataError, ModelError
+from stream.core.host import busy_elsewhere, usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +64,7 @@ def cpu_threads(requested: int | None) -> int:
     parallel region: one thread on a loaded 2-core box runs several times faster than two."""
     if requested:
         return requested
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        usable = os.cpu_count() or 1
+    usable = usable_cpus()
     busy = busy_elsewhere()
     if busy is None:
         # No /proc/stat: the load average, which also counts this process's own recent work.
@@ -75,31 +73,6 @@ def cpu_threads(requested: int | None) -> int:
         except OSError:
             busy = 0.0
     return max(1, min(usable, usable - int(busy + 0.5)))
-
-
-def _busy_ticks() -> int:
-    """Clock ticks every CPU has spent busy since boot, from /proc/stat's first line."""
-    with open("/proc/stat", encoding="ascii") as fh:
-        fields = [int(v) for v in fh.readline().split()[1:9]]  # user .. steal; guest is inside user
-    return sum(fields) - fields[3] - fields[4]  # less idle and iowait
-
-
-def busy_elsewhere(window_s: float = 0.5) -> float | None:
-    """CPUs that other processes keep busy now: the machine's busy time over a short window, less
-    this process's own (its other threads may run meanwhile).  Not the load average: that decays
-    over a minute, so right after this process's own data preparation it reads as one busy core
-    and training would start on half the machine.  None where /proc/stat is missing."""
-    try:
-        busy0 = _busy_ticks()
-        own0, wall0 = time.process_time(), time.monotonic()
-        time.sleep(window_s)
-        busy1 = _busy_ticks()
-        own1, wall1 = time.process_time(), time.monotonic()
-    except (OSError, ValueError, IndexError):
-        return None
-    wall = max(wall1 - wall0, 1e-6)
-    machine = (busy1 - busy0) / os.sysconf("SC_CLK_TCK") / wall
-    return max(0.0, machine - (own1 - own0) / wall)
 
 
 def train(config: TrainConfig, echo: Callable[[str], None] = click.echo) -> dict[str, Any]:

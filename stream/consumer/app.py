@@ -40,6 +40,7 @@ def open_scorers(settings: Settings, packages: Sequence[Path] | None = None) -> 
             device=settings.models.device,
             variant=settings.models.variant,
             intra_op_threads=settings.models.intra_op_threads,
+            parallel_runs=settings.models.parallel_runs,
         )
         log.info("model %s (%s) version %s", scorer.name, ", ".join(scorer.heads), scorer.version)
         scorers.append(scorer)

@@ -15,9 +15,11 @@ gate judges int8 on the worst of several batchings for that reason).
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from stream.core.errors import ModelError
+from stream.core.host import usable_cpus
 from stream.core.items import normalize_entity
 from stream.core.manifest import (
     EMBEDDING,
@@ -171,10 +174,12 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str], max_chars: int | None = N
 
 
 def plan_batches(
-    lengths: Sequence[int], batch_size: int, token_budget: int, bucketing: bool
+    lengths: Sequence[int], batch_size: int, token_budget: int, bucketing: bool, at_least: int = 1
 ) -> list[list[int]]:
     """Index groups to run together.  With bucketing, texts of similar length share a sub-batch,
-    so little compute goes to padding; without it the input order is kept."""
+    so little compute goes to padding; without it the input order is kept.  `at_least`: the
+    largest group is halved until there are that many (where the texts allow), so that parallel
+    runs each get one."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__) if bucketing else list(range(len(lengths)))
     groups: list[list[int]] = []
     current: list[int] = []
@@ -188,6 +193,12 @@ def plan_batches(
         longest = longest_if_added
     if current:
         groups.append(current)
+    while len(groups) < at_least:
+        largest = max(range(len(groups)), key=lambda g: len(groups[g]), default=None)
+        if largest is None or len(groups[largest]) < 2:
+            break
+        group = groups[largest]
+        groups[largest: largest + 1] = [group[: len(group) // 2], group[len(group) // 2:]]
     return groups
 
 
@@ -204,6 +215,17 @@ def feeds(encoded: Encoded, indices: Sequence[int], input_names: Sequence[str], 
         types[row, :n] = encoded.type_ids[i]
     arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
     return {name: arrays[name] for name in input_names}
+
+
+def run_plan(device: str, intra_op_threads: int = 0, parallel_runs: int = 0) -> tuple[int, int]:
+    """(intra-op threads per run, sub-batches run at once).  On CPU the default is one run per
+    usable core, each on one thread: a sub-batch's many small ops (layer norms, softmaxes, int8's
+    per-token scaling) then never wait for a thread pool to wake and meet, which costs int8 graphs
+    more than fp32 ones (see export/README.md, "Parallel runs").  On CUDA, one run at a time."""
+    if device == "cuda":
+        return intra_op_threads, max(parallel_runs, 1)
+    runs = parallel_runs or max(1, usable_cpus() // max(intra_op_threads, 1))
+    return (intra_op_threads or (1 if runs > 1 else 0)), runs
 
 
 def create_session(
@@ -248,12 +270,25 @@ def iter_outputs(
     bucketing: bool = True,
     batch_size: int = DEFAULT_BATCH_SIZE,
     token_budget: int = DEFAULT_TOKEN_BUDGET,
+    runs: int = 1,
 ) -> Iterator[tuple[list[int], list[np.ndarray]]]:
-    """(text indices, the outputs `names` for them as float32) per sub-batch: one session run each."""
+    """(text indices, the outputs `names` for them as float32) per sub-batch, in order: one session
+    run each, `runs` of them at once (a session runs concurrent calls safely, and ONNX Runtime lets
+    go of the GIL while it runs)."""
     input_names = [i.name for i in session.get_inputs()]
-    for group in plan_batches(encoded.lengths(), batch_size, token_budget, bucketing):
+
+    def run(group: list[int]) -> tuple[list[int], list[np.ndarray]]:
         arrays = session.run(list(names), feeds(encoded, group, input_names, pad_id))
-        yield group, [np.asarray(a, np.float32) for a in arrays]
+        return group, [np.asarray(a, np.float32) for a in arrays]
+
+    groups = plan_batches(encoded.lengths(), batch_size, token_budget, bucketing, at_least=runs)
+    yield from (_pool(runs).map(run, groups) if runs > 1 and len(groups) > 1 else map(run, groups))
+
+
+@functools.cache
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """One pool per size for the process: scorers run one at a time, and idle workers cost nothing."""
+    return ThreadPoolExecutor(workers, thread_name_prefix="onnx-run")
 
 
 def run_outputs(
@@ -265,10 +300,12 @@ def run_outputs(
     bucketing: bool = True,
     batch_size: int = DEFAULT_BATCH_SIZE,
     token_budget: int = DEFAULT_TOKEN_BUDGET,
+    runs: int = 1,
 ) -> dict[str, np.ndarray]:
     """Each output for every text, in input order (see `gather_outputs`)."""
     return gather_outputs(encoded, names, iter_outputs(session, encoded, pad_id, names, bucketing=bucketing,
-                                                       batch_size=batch_size, token_budget=token_budget))
+                                                       batch_size=batch_size, token_budget=token_budget,
+                                                       runs=runs))
 
 
 def gather_outputs(encoded: Encoded, names: Sequence[str],
@@ -347,6 +384,7 @@ class OnnxScorer:
         bucketing: bool = True,
         batch_size: int = DEFAULT_BATCH_SIZE,
         token_budget: int = DEFAULT_TOKEN_BUDGET,
+        runs: int = 1,
     ) -> None:
         self.manifest = manifest
         self.name = manifest.name
@@ -360,6 +398,7 @@ class OnnxScorer:
         self.bucketing = bucketing
         self.batch_size = batch_size
         self.token_budget = token_budget
+        self.runs = runs  # sub-batches run at once (see run_plan)
         self._session = session
         self._tokenizer = tokenizer
         self._pad_id = manifest.pad_token_id
@@ -394,8 +433,10 @@ class OnnxScorer:
         batch_size: int = DEFAULT_BATCH_SIZE,
         token_budget: int = DEFAULT_TOKEN_BUDGET,
         spin: bool = True,
+        parallel_runs: int = 0,
     ) -> OnnxScorer:
-        """Verify the package (hashes, parity status), pick the variant and start a session."""
+        """Verify the package (hashes, parity status), pick the variant and start a session;
+        `intra_op_threads` and `parallel_runs` 0: see `run_plan`."""
         if device not in ("auto", "cpu", "cuda"):
             raise ModelError(f"unknown device {device!r}", hint="use auto, cpu or cuda")
         started = time.perf_counter()
@@ -407,28 +448,29 @@ class OnnxScorer:
             raise ModelError("device cuda was asked for but this onnxruntime has no CUDA provider",
                              hint="install onnxruntime-gpu or use --device cpu")
         chosen = choose_variant(manifest, device, variant, allow_unchecked)
-        session, provider = create_session(manifest.variant_path(chosen), device, intra_op_threads, spin=spin)
+        threads, runs = run_plan(device, intra_op_threads, parallel_runs)
+        session, provider = create_session(manifest.variant_path(chosen), device, threads, spin=spin)
         tokenizer = load_tokenizer(manifest.path / TOKENIZER, manifest.max_length)
         log.info(
-            "loaded %s (%s, %s) on %s in %.2fs", manifest.version, ", ".join(manifest.heads), chosen, provider,
-            time.perf_counter() - started,
+            "loaded %s (%s, %s) on %s in %.2fs, %d run(s) at once", manifest.version, ", ".join(manifest.heads),
+            chosen, provider, time.perf_counter() - started, runs,
         )
         return cls(manifest, session, tokenizer, variant=chosen, provider=provider, bucketing=bucketing,
-                   batch_size=batch_size, token_budget=token_budget)
+                   batch_size=batch_size, token_budget=token_budget, runs=runs)
 
     def encode(self, texts: Sequence[str]) -> Encoded:
         return encode(self._tokenizer, texts, self.max_length * CHARS_PER_TOKEN)
 
     def _run(self, encoded: Encoded, names: Sequence[str]) -> Iterator[tuple[list[int], list[np.ndarray]]]:
         return iter_outputs(self._session, encoded, self._pad_id, names, bucketing=self.bucketing,
-                            batch_size=self.batch_size, token_budget=self.token_budget)
+                            batch_size=self.batch_size, token_budget=self.token_budget, runs=self.runs)
 
     def outputs(self, texts: Sequence[str], names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """The graph's raw outputs (uncalibrated logits, the embedding) by output name, in input
         order: all of them, or only `names` (ONNX Runtime then runs only the nodes they need)."""
         names = list(names) if names is not None else [o.name for o in self._session.get_outputs()]
-        return run_outputs(self._session, self.encode(texts), self._pad_id, names, bucketing=self.bucketing,
-                           batch_size=self.batch_size, token_budget=self.token_budget)
+        encoded = self.encode(texts)
+        return gather_outputs(encoded, names, self._run(encoded, names))
 
     def analyze(self, texts: Sequence[str]) -> list[Analysis]:
         """Every head's verdict on each text, from one session run per sub-batch."""

@@ -110,6 +110,8 @@ class ModelSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     variant: Literal["auto", "fp32", "int8", "fp16"] = "auto"
     intra_op_threads: int = Field(default=0, ge=0)
+    # Sub-batches scored at once; 0: on CPU one per usable core, each on one thread (scorer.run_plan).
+    parallel_runs: int = Field(default=0, ge=0)
     # A batch where more than this share of the texts fails (or where a plain text fails too) is a
     # model outage, not bad input: nothing is dead-lettered or committed, the batch is retried.
     max_failure_share: float = Field(default=0.5, gt=0, le=1)

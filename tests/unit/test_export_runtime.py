@@ -17,10 +17,11 @@ import pytest
 from export.check_data import BUILTIN
 from export.package import ExportOptions, build_package
 from stream.core.errors import ModelError, PackageIntegrityError
+from stream.core.host import usable_cpus
 from stream.core.interfaces import Scorer
 from stream.core.manifest import MANIFEST, VARIANT_FILES, Manifest, read_manifest, sha256_file
 from stream.core.records import Prediction
-from stream.core.scorer import OnnxScorer, choose_variant, plan_batches
+from stream.core.scorer import OnnxScorer, choose_variant, plan_batches, run_plan
 from tests.tiny_models import save_tiny_classifier
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,6 +94,27 @@ def test_plan_batches_covers_every_text_once_within_limits() -> None:
     assert [lengths[g[0]] for g in groups] == sorted(lengths[g[0]] for g in groups)  # short first
     assert plan_batches(lengths, 4, 10_000, bucketing=False) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     assert plan_batches([500], 4, 100, bucketing=True) == [[0]]  # an over-budget text still runs
+
+
+def test_plan_batches_halves_the_largest_group_until_each_parallel_run_has_one() -> None:
+    lengths = [5, 40, 7, 33, 6, 40, 12, 3, 39, 8]
+    halves = plan_batches(lengths, 32, 10_000, bucketing=True, at_least=2)
+    assert [len(g) for g in halves] == [5, 5]
+    assert [lengths[i] for i in halves[0]] == [3, 5, 6, 7, 8]  # still short with short
+    quarters = plan_batches(lengths, 4, 10_000, bucketing=False, at_least=5)
+    assert sorted(i for g in quarters for i in g) == list(range(10)) and len(quarters) == 5
+    assert plan_batches(lengths, 4, 10_000, bucketing=False, at_least=2) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert plan_batches([9, 9], 32, 10_000, bucketing=True, at_least=8) == [[0], [1]]  # no empty groups
+    assert plan_batches([], 32, 10_000, bucketing=True, at_least=2) == []
+
+
+def test_run_plan_gives_each_core_a_run_of_its_own_on_cpu_and_cuda_one_run() -> None:
+    cores = usable_cpus()
+    assert run_plan("cpu") == ((1, cores) if cores > 1 else (0, 1))
+    assert run_plan("cpu", 0, 3) == (1, 3)  # runs asked for: one thread each
+    assert run_plan("cpu", 2) == (2, max(1, cores // 2))  # threads asked for: the runs that fit
+    assert run_plan("cpu", 0, 1) == (0, 1)  # one run: ONNX Runtime's own thread pool
+    assert run_plan("cuda") == (0, 1)
 
 
 def test_variant_choice_and_unchecked_variants(package: Path, tmp_path: Path) -> None:

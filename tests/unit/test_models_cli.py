@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
 import time
 
-from models.training import busy_elsewhere, cpu_threads
+from models.training import cpu_threads
+from stream.core.host import busy_elsewhere, usable_cpus
 
 
 def test_help_does_not_import_torch() -> None:
@@ -31,7 +31,7 @@ def test_help_does_not_import_torch() -> None:
 
 def test_cpu_threads() -> None:
     assert cpu_threads(3) == 3
-    usable = len(os.sched_getaffinity(0))
+    usable = usable_cpus()
     assert 1 <= cpu_threads(None) <= usable
 
 
@@ -68,4 +68,4 @@ def test_another_process_work_counts_as_busy() -> None:
         child.kill()
         child.wait()
     assert busy is not None and busy > 0.6
-    assert threads <= max(1, len(os.sched_getaffinity(0)) - 1)
+    assert threads <= max(1, usable_cpus() - 1)

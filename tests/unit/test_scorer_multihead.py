@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +33,22 @@ MIXED = [
 ]
 
 
+@contextmanager
+def watching_runs(scorer: OnnxScorer, before_each: Callable[[], None]) -> Iterator[None]:
+    """Calls `before_each` in the thread of every session run the scorer makes meanwhile."""
+    real_run = scorer._session.run
+
+    def watched(*args: object, **kwargs: object) -> object:
+        before_each()
+        return real_run(*args, **kwargs)
+
+    scorer._session.run = watched
+    try:
+        yield
+    finally:
+        del scorer._session.run
+
+
 @pytest.fixture(scope="module")
 def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_multihead(tmp_path_factory.mktemp("multihead"))
@@ -42,20 +62,11 @@ def scorer(package: Path) -> OnnxScorer:
 def test_every_head_comes_from_one_pass_with_probabilities_that_sum_to_one(scorer: OnnxScorer) -> None:
     assert isinstance(scorer, Scorer)
     assert tuple(scorer.heads) == SEQUENCE_HEADS and len(scorer.heads["category"]) == 10
-    runs = 0
-    real_run = scorer._session.run
-
-    def counting(*args: object, **kwargs: object) -> object:
-        nonlocal runs
-        runs += 1
-        return real_run(*args, **kwargs)
-
-    scorer._session.run = counting
-    try:
+    runs: list[str] = []
+    with watching_runs(scorer, lambda: runs.append("run")):
         analyses = scorer.analyze(MIXED)
-    finally:
-        del scorer._session.run
-    assert runs == 1  # six short texts: one sub-batch, one session run for all heads
+    # Six short texts: one sub-batch per parallel run (see run_plan), every head from the same run.
+    assert len(runs) == min(scorer.runs, len(MIXED))
     assert len(analyses) == len(MIXED)
     labels_seen: dict[str, set[str]] = {h: set() for h in SEQUENCE_HEADS}
     for analysis in analyses:
@@ -111,6 +122,42 @@ def test_bucketing_and_batch_size_do_not_change_an_analysis(package: Path) -> No
         for head in SEQUENCE_HEADS:
             assert a.predictions[head].label == b.predictions[head].label
             assert a.predictions[head].score == pytest.approx(b.predictions[head].score, abs=1e-5)
+
+
+def test_parallel_runs_give_the_analysis_of_one_run_at_a_time(package: Path) -> None:
+    texts = [MIXED[i % len(MIXED)] * (1 + i % 3) for i in range(29)]
+    serial = OnnxScorer.open(package, "cpu", "fp32", parallel_runs=1, batch_size=4)
+    parallel = OnnxScorer.open(package, "cpu", "fp32", parallel_runs=3, batch_size=4)
+    assert (serial.runs, parallel.runs) == (1, 3)
+    threads: set[str] = set()
+
+    def recording() -> None:
+        threads.add(threading.current_thread().name)
+        time.sleep(0.01)  # long enough that the pool's workers overlap
+
+    with watching_runs(parallel, recording):
+        got = parallel.analyze(texts)
+    assert len(threads) > 1 and all(name.startswith("onnx-run") for name in threads)
+    for a, b in zip(serial.analyze(texts), got, strict=True):
+        assert [(e.text, e.type, e.start, e.end) for e in a.entities or ()] == [
+            (e.text, e.type, e.start, e.end) for e in b.entities or ()]
+        assert [e.score for e in a.entities or ()] == pytest.approx([e.score for e in b.entities or ()], abs=1e-6)
+        for head in SEQUENCE_HEADS:
+            assert a.predictions[head].label == b.predictions[head].label
+            assert a.predictions[head].score == pytest.approx(b.predictions[head].score, abs=1e-6)
+    assert np.allclose(serial.embed(texts), parallel.embed(texts), atol=1e-6)
+
+
+def test_a_failing_parallel_run_fails_the_call(package: Path) -> None:
+    # The pipeline tells bad input from a model outage by the exception analyze() raises.
+    scorer = OnnxScorer.open(package, "cpu", "fp32", parallel_runs=2, batch_size=2)
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("the session failed")
+
+    scorer._session.run = broken
+    with pytest.raises(RuntimeError, match="the session failed"):
+        scorer.analyze(MIXED)
 
 
 def test_a_5_mb_text_is_analyzed_as_its_cut_prefix_with_offsets_inside_it(scorer: OnnxScorer) -> None:

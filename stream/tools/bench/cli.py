@@ -13,13 +13,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 from pathlib import Path
 
 import click
 from click.core import ParameterSource
 
 from stream.core.errors import YuqingError
+from stream.core.host import usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,8 @@ def _batch_sizes(_ctx: click.Context, _param: click.Parameter, value: str | None
 @click.option("--case-timeout", default=1200, show_default=True, type=click.IntRange(10), help="Seconds per case.")
 @click.option("--spin", is_flag=True, help="Let idle torch/ORT threads spin (their default) instead of sleeping; "
               "faster on an idle dedicated host, much slower on a shared one.")
+@click.option("--runs", type=click.IntRange(1), help="ONNX sub-batches run at once, sharing the threads (default: "
+              "as the consumer runs them, one per thread on CPU; 1: one run on every thread).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.pass_context
 def bench_command(ctx: click.Context, device: str, json_out: Path | None, quick: bool, n_texts: int | None,
@@ -84,7 +86,7 @@ def bench_command(ctx: click.Context, device: str, json_out: Path | None, quick:
                   baseline: Path | None, threads: int | None, seed: int, no_e2e: bool, groups: tuple[str, ...],
                   burst_items: int, panel_items: int,
                   bootstrap: str | None, peak_tflops: float | None,
-                  case_timeout: int, spin: bool, no_progress: bool) -> None:
+                  case_timeout: int, spin: bool, runs: int | None, no_progress: bool) -> None:
     """Throughput and latency: transformers pipeline vs ONNX fp32/int8 (fp16 on GPU), length
     bucketing, and the consumer end to end vs raw ONNX Runtime, on the same real texts; or, with
     `--only panels`, every dashboard panel's SQL on millions of synthetic rows."""
@@ -128,7 +130,7 @@ def bench_command(ctx: click.Context, device: str, json_out: Path | None, quick:
         package=package,
         baseline=baseline,
         note=note,
-        threads=threads or _usable_cores(),
+        threads=threads or usable_cpus(),
         seed=seed,
         e2e=not no_e2e,
         groups=groups,
@@ -138,6 +140,7 @@ def bench_command(ctx: click.Context, device: str, json_out: Path | None, quick:
         case_timeout=case_timeout,
         progress=not no_progress,
         spin=spin,
+        runs=runs or 0,
     )
     out = json_out or DEFAULT_OUT_DIR / f"bench-{device}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
     report = run_bench(options, command=command_line(ctx))
@@ -222,6 +225,3 @@ def command_line(ctx: click.Context) -> str:
             parts.append(f"{flag} {value}")
     return " ".join(parts)
 
-
-def _usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -9,6 +9,7 @@ import platform
 from collections.abc import Sequence
 from typing import Any
 
+from stream.core.host import usable_cpus
 from stream.tools.bench import gpu
 from stream.tools.bench.cases import Case
 from stream.tools.bench.stories import stories_ratio
@@ -126,19 +127,21 @@ def agreement(cases: Sequence[Case], results: dict[str, dict[str, Any]]) -> None
         res["label_agreement_vs_torch"] = round(same / max(len(ref), 1), 4)
 
 
-def host_info(device: str, threads: int, spin: bool) -> dict[str, Any]:
+def host_info(device: str, threads: int, spin: bool, onnx_plan: tuple[int, int]) -> dict[str, Any]:
     return {
         "cpu_model": _cpu_model(),
         "cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "usable_cores": usable_cpus(),
         "memory_gb": _memory_gb(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
         "versions": {name: _version(name) for name in ("onnxruntime-gpu", "onnxruntime", "torch", "transformers",
                                                         "tokenizers", "kafka-python", "chdb")},
-        "threads": {"torch_intra_op": threads, "ort_intra_op": threads, "inter_op": 1, "tokenizers_rayon": threads,
+        "threads": {"torch_intra_op": threads, "ort_intra_op": onnx_plan[0], "ort_runs_at_once": onnx_plan[1],
+                    "inter_op": 1, "tokenizers_rayon": threads,
                     "idle_threads": "spin" if spin else "sleep (OMP_WAIT_POLICY=PASSIVE, ORT allow_spinning=0)",
-                    "note": "torch and ONNX Runtime get the same thread count and wait policy"},
+                    "note": "torch and ONNX Runtime get the same cores and wait policy; ONNX Runtime runs "
+                            "sub-batches as the consumer does (ort_runs_at_once runs of ort_intra_op threads)"},
         "gpu": gpu.gpu_name() if device == "cuda" else None,
         "rss_method": "peak resident set (VmHWM) of each case's own process, one process per case",
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -49,6 +49,14 @@ class BenchOptions:
     case_timeout: int = 1200
     progress: bool = True
     spin: bool = False  # let idle threads spin (the libraries' default) instead of sleeping
+    runs: int = 0  # ONNX sub-batches at once; 0: as the consumer runs them (scorer.run_plan)
+
+    @property
+    def onnx_plan(self) -> tuple[int, int]:
+        """(intra-op threads per ONNX run, runs at once) within the bench's `threads`: by default as
+        the consumer runs them (`scorer.run_plan`: on CPU one run per thread, on CUDA one run)."""
+        runs = self.runs or (self.threads if self.device == "cpu" else 1)
+        return max(1, self.threads // runs), runs
 
     @property
     def warmup(self) -> int:
@@ -69,7 +77,7 @@ def run_bench(options: BenchOptions, command: str = "yuqing bench") -> dict[str,
             raise ModelError("--device cuda: onnxruntime has no CUDA provider or no GPU is visible",
                              hint="install onnxruntime-gpu on a host with an NVIDIA driver, or use --device cpu")
     reduced = "fp16" if options.device == "cuda" else "int8"
-    host = host_info(options.device, options.threads, options.spin)
+    host = host_info(options.device, options.threads, options.spin, options.onnx_plan)
     texts = bench_texts(options.n_texts, options.seed)
     subjects = prepare(options.model_dir, options.package, ("fp32", reduced), baseline=options.baseline,
                        note=options.note, progress=options.progress)
@@ -196,6 +204,7 @@ def _common_spec(options: BenchOptions, subjects: Subjects, texts_path: Path, wo
         "device": options.device,
         "quick": options.quick,
         "threads": options.threads,
+        "onnx_plan": list(options.onnx_plan),
         "spin": options.spin,
         "warmup": options.warmup,
         "passes": options.passes,

@@ -41,16 +41,16 @@ def open_scorer(spec: dict[str, Any], case: Case) -> Any:
 
     package = Path(spec["package"])
     budget = case.token_budget or case.batch_size * int(spec["max_length"])
+    threads, runs = spec["onnx_plan"]
     if spec["origin"] == "package":
-        return OnnxScorer.open(package, device=spec["device"], variant=case.variant,
-                               intra_op_threads=spec["threads"], allow_unchecked=True, bucketing=case.bucketing,
+        return OnnxScorer.open(package, device=spec["device"], variant=case.variant, intra_op_threads=threads,
+                               parallel_runs=runs, allow_unchecked=True, bucketing=case.bucketing,
                                batch_size=case.batch_size, token_budget=budget, spin=spec["spin"])
     manifest = read_manifest(package)
-    session, provider = create_session(Path(spec["variant_file"]), spec["device"], spec["threads"],
-                                       spin=spec["spin"])
+    session, provider = create_session(Path(spec["variant_file"]), spec["device"], threads, spin=spec["spin"])
     tokenizer = load_tokenizer(package / "tokenizer.json", manifest.max_length)
     return OnnxScorer(manifest, session, tokenizer, variant=case.variant, provider=provider,
-                      bucketing=case.bucketing, batch_size=case.batch_size, token_budget=budget)
+                      bucketing=case.bucketing, batch_size=case.batch_size, token_budget=budget, runs=runs)
 
 
 def primary_head(heads: Mapping[str, Sequence[str]]) -> str:
@@ -83,7 +83,8 @@ def padding(scorer: Any, texts: list[str], case: Case) -> dict[str, Any]:
     for part in chunks(texts, case.chunk):
         part_lengths = scorer.encode(part).lengths()
         lengths += part_lengths
-        for group in plan_batches(part_lengths, scorer.batch_size, scorer.token_budget, scorer.bucketing):
+        for group in plan_batches(part_lengths, scorer.batch_size, scorer.token_budget, scorer.bucketing,
+                                  at_least=scorer.runs):
             real += sum(part_lengths[i] for i in group)
             padded += len(group) * max(part_lengths[i] for i in group)
     return {"tokens_mean": sum(lengths) / max(len(lengths), 1), "padding_efficiency": real / max(padded, 1),
