@@ -32,6 +32,9 @@ def test_cpu_plan_covers_engines_bucketing_and_e2e() -> None:
     assert on.chunk == off.chunk == 256 and on.chunk > on.batch_size  # bucketing needs several sub-batches
     (e2e,) = (c for c in cases if c.group == "e2e")
     assert e2e.variant == "int8" and e2e.chunk == 256
+    one_run = [c for c in cases if c.group == "runs"]  # the engines at batch 32, one run at a time
+    assert [(c.variant, c.batch_size, c.runs) for c in one_run] == [("fp32", 32, 1), ("int8", 32, 1)]
+    assert all(c.runs == 0 for c in cases if c.group != "runs")
     assert len({c.name for c in cases}) == len(cases)
 
 
@@ -130,6 +133,7 @@ def test_ratios_compare_best_batch_sizes_bucketing_and_e2e() -> None:
         "onnx-fp32 b1": r(30), "onnx-fp32 b8": r(25),
         "onnx-int8 b1": r(90), "onnx-int8 b8": r(40),
         "bucketing-on b8": r(60), "bucketing-off b8": r(40),
+        "onnx-fp32 b8 one-run": r(20), "onnx-int8 b8 one-run": r(32),
         "e2e b256": r(45, cpu_seconds=4.0, raw_onnx={"items_per_s": 50, "items": 200, "cpu_seconds": 10.0}),
     }
     out = ratios(cases, results, "cpu", 0.0, None)
@@ -137,6 +141,7 @@ def test_ratios_compare_best_batch_sizes_bucketing_and_e2e() -> None:
     assert out["by_batch"]["int8_vs_torch"] == {"1": 9.0, "8": 2.0}
     assert out["bucketing_gain"] == 1.5 and out["e2e_vs_raw_onnx"] == 0.9
     assert out["scorer_vs_torch"] == 3.0  # bucketing-on b8 (60) over torch b8 (20)
+    assert out["parallel_vs_one_run"] == {"fp32": 1.25, "int8": 1.25}  # the engines at b8 over one run
     assert out["per_cpu_second"]["int8_vs_torch"] == 4.5
     assert out["per_cpu_second"]["e2e_vs_raw_onnx"] == 1.25  # 100 items / 4 s against 200 / 10 s
     results["onnx-int8 b1"] = {"error": "boom"}
@@ -199,9 +204,11 @@ def test_quick_bench_writes_a_well_formed_report(tiny_checkpoint: Path, tmp_path
     assert {"command", "device", "texts", "subjects", "host", "ratios", "cases", "targets", "table"} <= set(report)
     assert report["texts"]["n"] == 48 and report["texts"]["tokens_mean"] > 0
     assert report["host"]["threads"]["torch_intra_op"] == report["host"]["threads"]["ort_intra_op"] == 1
+    assert report["host"]["threads"]["ort_runs_at_once"] == 1  # one thread: one run
     assert report["subjects"]["variants"]["int8"]["origin"] == "built by bench (not gated)"
     names = [c["name"] for c in report["cases"]]
-    assert names == ["torch-fp32 b4", "onnx-fp32 b4", "onnx-int8 b4", "bucketing-on b4", "bucketing-off b4"]
+    assert names == ["torch-fp32 b4", "onnx-fp32 b4", "onnx-int8 b4", "onnx-fp32 b4 one-run", "onnx-int8 b4 one-run",
+                     "bucketing-on b4", "bucketing-off b4"]
     for case in report["cases"]:
         assert "error" not in case, case
         assert case["items"] == 48 and case["items_per_s"] > 0 and case["peak_rss_mb"] > 0

@@ -34,6 +34,7 @@ class Case:
     # (the encoder and one linear layer: what a single classifier on the same base computes) |
     # "untrimmed": the package's checkpoint exported with its full vocabulary (the "trim" group).
     subject: str = "package"
+    runs: int = 0  # ONNX sub-batches at once; 0: as the consumer runs them (the bench's plan)
 
 
 def plan(
@@ -61,6 +62,12 @@ def plan(
             cases.append(Case(f"torch-{torch_dtype} b{b}", "engines", "torch", torch_dtype, b, b))
         cases.append(Case(f"onnx-fp32 b{b}", "engines", "onnx", "fp32", b, b))
         cases.append(Case(f"onnx-{reduced} b{b}", "engines", "onnx", reduced, b, b))
+    if device == "cpu":
+        # One session run at a time on every thread, as the scorer ran before parallel runs
+        # (scorer.run_plan): the engines' cases at the middle batch size against it.
+        sub = _middle(batch_sizes)
+        for variant in ("fp32", reduced):
+            cases.append(Case(f"onnx-{variant} b{sub} one-run", "runs", "onnx", variant, sub, sub, runs=1))
     # Bucketing sorts a call's texts by length before cutting sub-batches, so it needs a call of
     # several sub-batches: the consumer's micro-batch (or 8 sub-batches, if more) cut into
     # sub-batches of the middle batch size.

@@ -29,7 +29,7 @@ DEFAULTS = {  # device -> (texts, batch sizes); --quick -> the same, small
     "cuda": (8192, (64, 256, 1024)),
 }
 QUICK = {"cpu": (48, (1, 8)), "cuda": (512, (64,))}
-GROUPS = ("engines", "bucketing", "heads", "trim", "e2e", "stories", "panels", "burst", "storage")
+GROUPS = ("engines", "runs", "bucketing", "heads", "trim", "e2e", "stories", "panels", "burst", "storage")
 
 
 def _batch_sizes(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[int, ...] | None:

@@ -64,6 +64,13 @@ def ratios(cases: Sequence[Case], results: dict[str, dict[str, Any]], device: st
         "fp32_vs_torch": _ratio(_best(results, cases, "onnx", "fp32", cpu),
                                 _best(results, cases, "torch", torch_variant, cpu), cpu),
     }
+    # Parallel runs (the consumer's default on CPU) over one run at a time on every thread.
+    out["parallel_vs_one_run"] = {}
+    for case in (c for c in cases if c.group == "runs"):
+        engine = next((c for c in cases if c.group == "engines" and c.engine == "onnx" and c.variant == case.variant
+                       and c.batch_size == case.batch_size), None)
+        mine, one = (results.get(engine.name) if engine else None), results.get(case.name)
+        out["parallel_vs_one_run"][case.variant] = _ratio(mine, one) if ok(mine) and ok(one) else None
     on = next((results.get(c.name) for c in cases if c.group == "bucketing" and c.bucketing), None)
     off = next((results.get(c.name) for c in cases if c.group == "bucketing" and not c.bucketing), None)
     out["bucketing_gain"] = _ratio(on, off) if ok(on) and ok(off) else None
@@ -205,6 +212,8 @@ def table(cases: Sequence[Case], results: dict[str, dict[str, Any]]) -> str:
 
 
 def ratio_lines(values: dict[str, Any]) -> str:
-    wall = "  ".join(f"{k}={v}" for k, v in values.items() if not isinstance(v, dict))
-    cpu = "  ".join(f"{k}={v}" for k, v in (values.get("per_cpu_second") or {}).items())
-    return f"{wall}\nper CPU-second: {cpu}" if cpu else wall
+    lines = ["  ".join(f"{k}={v}" for k, v in values.items() if not isinstance(v, dict))]
+    for title, key in (("parallel runs over one run", "parallel_vs_one_run"), ("per CPU-second", "per_cpu_second")):
+        if values.get(key):
+            lines.append(f"{title}: " + "  ".join(f"{k}={v}" for k, v in values[key].items()))
+    return "\n".join(lines)
