@@ -28,6 +28,7 @@ logit error.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import re
@@ -187,12 +188,11 @@ class Builder:
     work: Path
     calibration_reader: Callable[[], EncodedReader]
     _groups: dict[str, dict[str, list[str]]] = field(default_factory=dict)
-    _per_token: list[per_token.PerTokenInt8] = field(default_factory=list)  # the plain graph, loaded once
 
+    @functools.cached_property
     def per_token(self) -> per_token.PerTokenInt8:
-        if not self._per_token:
-            self._per_token.append(per_token.PerTokenInt8(self.plain))
-        return self._per_token[0]
+        """The plain graph, loaded and its weights quantized once for every per-token trial."""
+        return per_token.PerTokenInt8(self.plain)
 
     def groups(self, family: str) -> dict[str, list[str]]:
         """The family's node groups; per-token int8 puts nodes back one by one ("node:<name>"): its
@@ -200,7 +200,7 @@ class Builder:
         key = family if family in ("dynamic", PER_TOKEN) else "static"
         if key not in self._groups:
             if key == PER_TOKEN:
-                self._groups[key] = {f"node:{name}": [name] for name in self.per_token().matmuls}
+                self._groups[key] = {f"node:{name}": [name] for name in self.per_token.matmuls}
             else:
                 self._groups[key] = node_groups(self.fp32 if key == "dynamic" else self.plain,
                                                 DYNAMIC_OPS if key == "dynamic" else STATIC_OPS)
@@ -214,7 +214,7 @@ class Builder:
         if exclude is None:
             exclude = {name for g in scheme.fp32_groups for name in groups.get(g, [])}
         if scheme.family == PER_TOKEN:
-            self.per_token().write(dst, sorted(exclude), beside=trial)
+            self.per_token.write(dst, sorted(exclude), beside=trial)
         elif scheme.calibration is None:
             quantize_dynamic_int8(self.fp32, dst, sorted(exclude))
         else:

@@ -217,14 +217,16 @@ def feeds(encoded: Encoded, indices: Sequence[int], input_names: Sequence[str], 
     return {name: arrays[name] for name in input_names}
 
 
-def run_plan(device: str, intra_op_threads: int = 0, parallel_runs: int = 0) -> tuple[int, int]:
-    """(intra-op threads per run, sub-batches run at once).  On CPU the default is one run per
-    usable core, each on one thread: a sub-batch's many small ops (layer norms, softmaxes, int8's
-    per-token scaling) then never wait for a thread pool to wake and meet, which costs int8 graphs
-    more than fp32 ones (see export/README.md, "Parallel runs").  On CUDA, one run at a time."""
+def run_plan(device: str, intra_op_threads: int = 0, parallel_runs: int = 0, cpus: int | None = None
+             ) -> tuple[int, int]:
+    """(intra-op threads per run, sub-batches run at once) on `cpus` (default: the usable ones).  On
+    CPU the default is one run per core, each on one thread: a sub-batch's many small ops (layer
+    norms, softmaxes, int8's per-token scaling) then never wait for a thread pool to wake and meet,
+    which costs int8 graphs more than fp32 ones (see export/README.md, "Parallel runs").  On CUDA,
+    one run at a time."""
     if device == "cuda":
         return intra_op_threads, max(parallel_runs, 1)
-    runs = parallel_runs or max(1, usable_cpus() // max(intra_op_threads, 1))
+    runs = parallel_runs or max(1, (cpus or usable_cpus()) // max(intra_op_threads, 1))
     return (intra_op_threads or (1 if runs > 1 else 0)), runs
 
 

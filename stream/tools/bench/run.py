@@ -51,12 +51,14 @@ class BenchOptions:
     spin: bool = False  # let idle threads spin (the libraries' default) instead of sleeping
     runs: int = 0  # ONNX sub-batches at once; 0: as the consumer runs them (scorer.run_plan)
 
-    @property
-    def onnx_plan(self) -> tuple[int, int]:
-        """(intra-op threads per ONNX run, runs at once) within the bench's `threads`: by default as
-        the consumer runs them (`scorer.run_plan`: on CPU one run per thread, on CUDA one run)."""
-        runs = self.runs or (self.threads if self.device == "cpu" else 1)
-        return max(1, self.threads // runs), runs
+    def onnx_plan(self, runs: int = 0) -> tuple[int, int]:
+        """(intra-op threads per ONNX run, runs at once) within the bench's `threads`: `runs` (a
+        case's), else `--runs`, else the consumer's plan (`scorer.run_plan`)."""
+        from stream.core.scorer import run_plan
+
+        runs = runs or self.runs
+        per_run = max(1, self.threads // runs) if runs else 1 if self.device == "cpu" else self.threads
+        return run_plan(self.device, per_run, runs, cpus=self.threads)
 
     @property
     def warmup(self) -> int:
@@ -77,7 +79,7 @@ def run_bench(options: BenchOptions, command: str = "yuqing bench") -> dict[str,
             raise ModelError("--device cuda: onnxruntime has no CUDA provider or no GPU is visible",
                              hint="install onnxruntime-gpu on a host with an NVIDIA driver, or use --device cpu")
     reduced = "fp16" if options.device == "cuda" else "int8"
-    host = host_info(options.device, options.threads, options.spin, options.onnx_plan)
+    host = host_info(options.device, options.threads, options.spin, options.onnx_plan())
     texts = bench_texts(options.n_texts, options.seed)
     subjects = prepare(options.model_dir, options.package, ("fp32", reduced), baseline=options.baseline,
                        note=options.note, progress=options.progress)
@@ -100,7 +102,8 @@ def run_bench(options: BenchOptions, command: str = "yuqing bench") -> dict[str,
         bar = tqdm(cases, desc="bench", unit="case", disable=not options.progress)
         for index, case in enumerate(bar):
             bar.set_postfix_str(case.name)
-            spec = common | {"case": asdict(case)} | _subject_spec(case, subjects)
+            spec = (common | {"case": asdict(case), "onnx_plan": list(options.onnx_plan(case.runs))}
+                    | _subject_spec(case, subjects))
             results[case.name] = run_worker(spec, workdir, index, env, options.case_timeout)
     host["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
 
@@ -204,7 +207,6 @@ def _common_spec(options: BenchOptions, subjects: Subjects, texts_path: Path, wo
         "device": options.device,
         "quick": options.quick,
         "threads": options.threads,
-        "onnx_plan": list(options.onnx_plan),
         "spin": options.spin,
         "warmup": options.warmup,
         "passes": options.passes,

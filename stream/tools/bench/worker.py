@@ -41,9 +41,7 @@ def open_scorer(spec: dict[str, Any], case: Case) -> Any:
 
     package = Path(spec["package"])
     budget = case.token_budget or case.batch_size * int(spec["max_length"])
-    threads, runs = spec["onnx_plan"]
-    if case.runs:
-        threads, runs = max(1, int(spec["threads"]) // case.runs), case.runs
+    threads, runs = spec["onnx_plan"]  # the case's (BenchOptions.onnx_plan)
     if spec["origin"] == "package":
         return OnnxScorer.open(package, device=spec["device"], variant=case.variant, intra_op_threads=threads,
                                parallel_runs=runs, allow_unchecked=True, bucketing=case.bucketing,
