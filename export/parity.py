@@ -29,7 +29,18 @@ from export.check_data import CheckSet
 from export.checkpoint import Checkpoint
 from stream.core.errors import ModelError
 from stream.core.manifest import EMBEDDING, PASSED, SEQUENCE, TOKEN, UNCHECKED
-from stream.core.scorer import Encoded, bio_spans, create_session, feeds, gather_outputs, plan_batches, run_outputs
+from stream.core.scorer import (
+    Encoded,
+    best_bio,
+    bio_spans,
+    create_session,
+    feeds,
+    gather_outputs,
+    plan_batches,
+    run_outputs,
+    softmax,
+    special_tokens,
+)
 
 FP32_ATOL = 1e-3
 MIN_AGREEMENT = 0.99
@@ -167,9 +178,10 @@ def _compare_tokens(encoded: Encoded, labels: list[str], values: np.ndarray, exp
     predicted, wanted = values.argmax(axis=-1), expected.argmax(axis=-1)
     diff = np.abs(values - expected)[mask]
     both = union = 0
-    for i, n in enumerate(lengths):
-        ours = set(bio_spans([labels[k] for k in predicted[i, :n]]))
-        theirs = set(bio_spans([labels[k] for k in wanted[i, :n]]))
+    for i, n in enumerate(lengths):  # the spans as the stream decodes them (scorer.best_bio)
+        outside = special_tokens(encoded.offsets[i]) if encoded.offsets else None
+        ours = set(bio_spans([labels[k] for k in best_bio(softmax(values[i, :n]), labels, outside)]))
+        theirs = set(bio_spans([labels[k] for k in best_bio(softmax(expected[i, :n]), labels, outside)]))
         both, union = both + len(ours & theirs), union + len(ours | theirs)
     tokens = int(mask.sum())
     return {"n": len(lengths), "tokens": tokens,

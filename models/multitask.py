@@ -49,7 +49,7 @@ from models.training import (
     optimizer_for,
 )
 from stream.core.errors import DataError, ModelError
-from stream.core.scorer import decode_entities
+from stream.core.scorer import best_bio, decode_entities, special_tokens
 
 log = logging.getLogger(__name__)
 
@@ -293,8 +293,9 @@ def predict_entities(encoded: TokenEncoded, logits: Sequence[np.ndarray]) -> lis
     found = []
     for example, offsets, values in zip(encoded.examples, encoded.offsets, logits, strict=True):
         probs = softmax(values)
-        labels = [ENTITY_LABELS[k] for k in probs.argmax(axis=-1)]
-        found.append(decode_entities(example.text, offsets, labels, probs.max(axis=-1).tolist()))
+        best = best_bio(probs, ENTITY_LABELS, special_tokens(offsets))
+        found.append(decode_entities(example.text, offsets, [ENTITY_LABELS[k] for k in best],
+                                     probs[np.arange(len(best)), best].tolist()))
     return found
 
 

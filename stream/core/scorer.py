@@ -75,6 +75,52 @@ def bio_spans(token_labels: Sequence[str]) -> list[tuple[str, int, int]]:
     return spans
 
 
+@functools.cache
+def _bio_transitions(labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(allowed[i, j]: label j may follow label i; j may open a text) under BIO: I-X only after B-X or I-X."""
+    kinds = [label.partition("-") for label in labels]
+    opens = np.array([prefix != "I" for prefix, _, _ in kinds])
+    allowed = np.array([[prefix != "I" or (before in ("B", "I") and kind == previous)
+                         for prefix, _, kind in kinds] for before, _, previous in kinds])
+    return allowed, opens
+
+
+def best_bio(probs: np.ndarray, labels: Sequence[str], outside: np.ndarray | None = None) -> np.ndarray:
+    """Each token's label index in the most probable label sequence that is valid BIO (I-X only
+    after B-X or I-X; `outside` tokens, such as special ones, only O), by Viterbi over the log
+    probabilities.  Where the tokens' own best labels already form such a sequence (a confident
+    model's usual case) they are the answer and no search runs.  An unconstrained argmax lets a
+    weak model name fragments: "局" of 国家统计局 as an entity of its own when its I-ORG outscores its
+    O but its predecessors were O; here the sequence decides, so the name is extended back to
+    where B-ORG is likely enough or dropped."""
+    allowed, opens = _bio_transitions(tuple(labels))
+    best = probs.argmax(axis=-1)
+    if outside is not None:
+        best = np.where(outside, labels.index(OUTSIDE), best)
+    if not len(best) or (opens[best[0]] and allowed[best[:-1], best[1:]].all()):
+        return best
+    logp = np.log(np.maximum(probs, 1e-30))
+    if outside is not None:
+        logp = np.where(outside[:, None] & (np.arange(len(labels)) != labels.index(OUTSIDE)), -np.inf, logp)
+    forbidden = np.where(allowed, 0.0, -np.inf)
+    score = np.where(opens, logp[0], -np.inf)
+    back = np.zeros(logp.shape, dtype=np.int64)
+    for t in range(1, len(logp)):
+        step = score[:, None] + forbidden
+        back[t] = step.argmax(axis=0)
+        score = step.max(axis=0) + logp[t]
+    path = np.empty(len(logp), dtype=np.int64)
+    path[-1] = int(score.argmax())
+    for t in range(len(logp) - 1, 0, -1):
+        path[t - 1] = back[t, path[t]]
+    return path
+
+
+def special_tokens(offsets: Sequence[tuple[int, int]]) -> np.ndarray:
+    """The tokens that cover no character (special ones: `decode_entities` reads them as O)."""
+    return np.array([start == end for start, end in offsets], dtype=bool)
+
+
 def decode_entities(text: str, offsets: Sequence[tuple[int, int]], token_labels: Sequence[str],
                     token_probs: Sequence[float]) -> tuple[Entity, ...]:
     """The entities of `text` from per-token BIO labels and their probabilities.  `offsets` are the
@@ -504,7 +550,7 @@ class OnnxScorer:
         """BIO decoding of one text's token logits (rows past its own length are sub-batch padding)."""
         labels = self.manifest.heads[head]["labels"]
         probs = softmax(logits[: len(offsets)] / self._temperature[head])
-        best = probs.argmax(axis=-1)
+        best = best_bio(probs, labels, special_tokens(offsets))
         return decode_entities(text, offsets, [labels[int(k)] for k in best],
                                probs[np.arange(len(best)), best].tolist())
 

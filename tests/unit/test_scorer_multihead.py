@@ -3,23 +3,34 @@ spans that index the text as written, the embedding; and the BIO decoder on its 
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stream.core.errors import ModelError, PackageIntegrityError
 from stream.core.interfaces import Scorer
 from stream.core.items import normalize_entity
 from stream.core.manifest import MANIFEST, read_manifest
 from stream.core.records import Entity
-from stream.core.scorer import CHARS_PER_TOKEN, OnnxScorer, bio_spans, decode_entities, softmax
+from stream.core.scorer import (
+    CHARS_PER_TOKEN,
+    OnnxScorer,
+    best_bio,
+    bio_spans,
+    decode_entities,
+    softmax,
+    special_tokens,
+)
 from tests.tiny_models import ENTITY_TEXTS, TINY_TEMPERATURES, build_tiny_multihead
 
 SEQUENCE_HEADS = ("sentiment", "category", "risk")
@@ -212,6 +223,67 @@ def test_bio_spans_start_on_b_or_a_stray_i_and_end_on_anything_else() -> None:
     assert bio_spans(labels) == [("PER", 1, 2), ("PER", 3, 3), ("LOC", 4, 4), ("ORG", 5, 6), ("ORG", 8, 8),
                                  ("LOC", 9, 9)]
     assert bio_spans([]) == [] and bio_spans(["O", "X", "B-"]) == []
+
+
+BIO = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG")
+
+
+def _valid_bio(path: list[str], outside: list[bool]) -> bool:
+    """I-X only after B-X or I-X (not first), O on every outside token: checked label by label."""
+    for t, label in enumerate(path):
+        if outside[t] and label != "O":
+            return False
+        if label.startswith("I-") and (t == 0 or path[t - 1] not in (f"B-{label[2:]}", label)):
+            return False
+    return True
+
+
+def _log_prob(probs: np.ndarray, path: Iterable[int]) -> float:
+    return float(sum(np.log(max(probs[t, k], 1e-30)) for t, k in enumerate(path)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 4).flatmap(lambda n: st.tuples(
+    st.lists(st.lists(st.floats(0.0, 1.0), min_size=len(BIO), max_size=len(BIO)), min_size=n, max_size=n),
+    st.lists(st.booleans(), min_size=n, max_size=n))))
+def test_best_bio_is_the_most_probable_valid_sequence(case: tuple[list[list[float]], list[bool]]) -> None:
+    """Against every one of the 7^n label sequences."""
+    raw, outside = case
+    probs = np.asarray(raw) + 1e-6
+    probs /= probs.sum(axis=1, keepdims=True)
+    found = best_bio(probs, BIO, np.asarray(outside))
+    assert _valid_bio([BIO[k] for k in found], outside)
+    best = max(_log_prob(probs, seq) for seq in itertools.product(range(len(BIO)), repeat=len(raw))
+               if _valid_bio([BIO[k] for k in seq], outside))
+    assert _log_prob(probs, found) == pytest.approx(best, abs=1e-9)
+
+
+def test_best_bio_joins_or_drops_a_fragment_that_argmax_would_name() -> None:
+    # 国家 | 统计 | 局: argmax reads B-LOC, O, I-ORG, which names "国家" a place and "局" an organisation.
+    def row(**p: float) -> list[float]:
+        return [p.get(label.replace("-", "_"), 0.0) + 0.01 for label in BIO]
+
+    probs = np.asarray([row(B_LOC=0.40, B_ORG=0.35, O=0.2), row(O=0.40, I_ORG=0.35, I_LOC=0.2),
+                        row(I_ORG=0.70, O=0.25)])
+    probs /= probs.sum(axis=1, keepdims=True)
+    assert [BIO[k] for k in probs.argmax(axis=1)] == ["B-LOC", "O", "I-ORG"]
+    assert [BIO[k] for k in best_bio(probs, BIO)] == ["B-ORG", "I-ORG", "I-ORG"]  # the whole name
+    probs[0] = row(O=0.9)  # nothing to extend it back to: the stray I-ORG goes
+    probs[0] /= probs[0].sum()
+    assert [BIO[k] for k in best_bio(probs, BIO)] == ["O", "O", "O"]
+    # A sequence that is already valid is kept as it is.
+    valid = np.asarray([row(B_PER=0.6, O=0.4), row(I_PER=0.9), row(O=0.6, B_LOC=0.3)])
+    assert best_bio(valid, BIO).tolist() == valid.argmax(axis=1).tolist()
+    assert best_bio(np.zeros((0, len(BIO))), BIO).tolist() == []
+
+
+def test_special_tokens_are_outside_every_entity() -> None:
+    offsets = [(0, 0), (0, 2), (2, 4), (0, 0)]
+    assert special_tokens(offsets).tolist() == [True, False, False, True]
+    probs = np.full((4, len(BIO)), 0.01)
+    probs[:, BIO.index("I-LOC")] = 0.9  # the model says "inside a place" everywhere, [CLS] and [SEP] too
+    path = [BIO[k] for k in best_bio(probs / probs.sum(axis=1, keepdims=True), BIO, special_tokens(offsets))]
+    assert path[0] == path[3] == "O" and path[1:3] == ["B-LOC", "I-LOC"]
 
 
 def test_decode_entities_maps_tokens_to_character_spans() -> None:
