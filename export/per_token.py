@@ -10,7 +10,10 @@ zero point per tensor.  Weights are int8, symmetric, one scale per output column
 scores then depend on its own tokens only, whatever it is batched with.
 
 Per quantized input (the query, key and value projections share theirs):
-Reshape to rows -> Abs -> ReduceMax -> row scale -> QuantizeLinear (per row, axis 0) -> Reshape back.
+Reshape to rows -> max |x| per row -> row scale -> QuantizeLinear (per row, axis 0) -> Reshape back.
+max |x| is max(ReduceMax, -ReduceMin): the same value as ReduceMax of Abs without writing |x| out,
+which took 6 % of a demo package's int8 run (single thread, ORT's profiler; the whole run 5-9 %
+shorter, outputs bit-identical).
 Per MatMul: MatMulIntegerToFloat (weight scales, a unit activation scale) -> Mul by the row scales.
 The kernel's own activation-scale input would fold that Mul in, but with a per-row scale and a
 prepacked weight it gave wrong products in ONNX Runtime 1.31, so the row scale multiplies after.
@@ -96,10 +99,10 @@ class PerTokenInt8:
         rows: dict[str, str] = {}  # input tensor -> the prefix of its quantized form
         nodes: list[Any] = []
 
-        def reduce_max(x: str, out: str) -> Any:
+        def reduce(op: str, x: str, out: str) -> Any:
             if self.opset >= 18:  # axes became an input
-                return helper.make_node("ReduceMax", [x, "pt_axis1"], [out], keepdims=0)
-            return helper.make_node("ReduceMax", [x], [out], axes=[1], keepdims=0)
+                return helper.make_node(op, [x, "pt_axis1"], [out], keepdims=0)
+            return helper.make_node(op, [x], [out], axes=[1], keepdims=0)
 
         for node in self._nodes:
             if node.name not in targets:
@@ -115,8 +118,10 @@ class PerTokenInt8:
                     helper.make_node("Slice", [f"{p}_shape", "pt_start", "pt_last"], [f"{p}_lead"]),
                     helper.make_node("Concat", [f"{p}_lead", "pt_unit"], [f"{p}_scale_shape"], axis=0),
                     helper.make_node("Reshape", [x, f"pt_rows_{width}"], [f"{p}_rows"]),
-                    helper.make_node("Abs", [f"{p}_rows"], [f"{p}_abs"]),
-                    reduce_max(f"{p}_abs", f"{p}_max"),
+                    reduce("ReduceMax", f"{p}_rows", f"{p}_hi"),
+                    reduce("ReduceMin", f"{p}_rows", f"{p}_lo"),
+                    helper.make_node("Neg", [f"{p}_lo"], [f"{p}_neg_lo"]),
+                    helper.make_node("Max", [f"{p}_hi", f"{p}_neg_lo"], [f"{p}_max"]),
                     helper.make_node("Mul", [f"{p}_max", "pt_inv127"], [f"{p}_step"]),
                     helper.make_node("Max", [f"{p}_step", "pt_eps"], [f"{p}_scale"]),
                     helper.make_node("Shape", [f"{p}_scale"], [f"{p}_n"]),

@@ -77,8 +77,11 @@ def test_a_zero_row_scores_exactly_the_bias_and_opset_18_works(tmp_path: Path) -
         per_token.quantize_per_token_int8(src, dst)
         x = rng.normal(size=(2, 3, K)).astype(np.float32)
         x[1, 2] = 0.0
+        x[0, 1] = -np.abs(x[0, 1])  # a row's scale comes from its magnitudes, negative ones too
+        x[1, 0] = -x[0, 1]
         got = _run(dst, x)
         np.testing.assert_allclose(got[1, 2], bias, atol=1e-6)
+        np.testing.assert_allclose(got[0, 1] - bias, -(got[1, 0] - bias), atol=1e-5)  # symmetric: a mirrored row
         np.testing.assert_allclose(got, x @ weight + bias, atol=0.1)
     with pytest.raises(ValueError, match="opset 13"):
         _linear_graph(tmp_path / "old.onnx", weight, bias, opset=12)
