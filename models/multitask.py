@@ -49,7 +49,7 @@ from models.training import (
     optimizer_for,
 )
 from stream.core.errors import DataError, ModelError
-from stream.core.scorer import best_bio, decode_entities, special_tokens
+from stream.core.scorer import token_entities
 
 log = logging.getLogger(__name__)
 
@@ -292,10 +292,7 @@ def predict_entities(encoded: TokenEncoded, logits: Sequence[np.ndarray]) -> lis
     """Token labels -> character spans, with the stream's own decoder."""
     found = []
     for example, offsets, values in zip(encoded.examples, encoded.offsets, logits, strict=True):
-        probs = softmax(values)
-        best = best_bio(probs, ENTITY_LABELS, special_tokens(offsets))
-        found.append(decode_entities(example.text, offsets, [ENTITY_LABELS[k] for k in best],
-                                     probs[np.arange(len(best)), best].tolist()))
+        found.append(token_entities(example.text, offsets, softmax(values), ENTITY_LABELS))
     return found
 
 

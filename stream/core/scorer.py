@@ -5,7 +5,7 @@ transformers (a unit test imports this module in a fresh interpreter to keep it 
 
 One session run per sub-batch fills every head of the package: sequence heads (softmax of the
 logits over the head's calibration temperature), the token head (BIO labels decoded into character
-spans of the text: `decode_entities`) and, through `embed`, the sentence embedding.
+spans of the text: `token_entities`) and, through `embed`, the sentence embedding.
 
 fp32 and fp16 scores of a text do not depend on the other texts of its batch; int8 ones can move
 slightly, since dynamic quantization picks one activation scale per sub-batch (the export's parity
@@ -76,13 +76,14 @@ def bio_spans(token_labels: Sequence[str]) -> list[tuple[str, int, int]]:
 
 
 @functools.cache
-def _bio_transitions(labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """(allowed[i, j]: label j may follow label i; j may open a text) under BIO: I-X only after B-X or I-X."""
+def _bio_transitions(labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, int]:
+    """(allowed[i, j]: label j may follow label i; j may open a text; the index of O) under BIO:
+    I-X only after B-X or I-X."""
     kinds = [label.partition("-") for label in labels]
     opens = np.array([prefix != "I" for prefix, _, _ in kinds])
     allowed = np.array([[prefix != "I" or (before in ("B", "I") and kind == previous)
                          for prefix, _, kind in kinds] for before, _, previous in kinds])
-    return allowed, opens
+    return allowed, opens, labels.index(OUTSIDE)
 
 
 def best_bio(probs: np.ndarray, labels: Sequence[str], outside: np.ndarray | None = None) -> np.ndarray:
@@ -93,15 +94,15 @@ def best_bio(probs: np.ndarray, labels: Sequence[str], outside: np.ndarray | Non
     weak model name fragments: "局" of 国家统计局 as an entity of its own when its I-ORG outscores its
     O but its predecessors were O; here the sequence decides, so the name is extended back to
     where B-ORG is likely enough or dropped."""
-    allowed, opens = _bio_transitions(tuple(labels))
+    allowed, opens, o = _bio_transitions(tuple(labels))
     best = probs.argmax(axis=-1)
     if outside is not None:
-        best = np.where(outside, labels.index(OUTSIDE), best)
+        best = np.where(outside, o, best)
     if not len(best) or (opens[best[0]] and allowed[best[:-1], best[1:]].all()):
         return best
     logp = np.log(np.maximum(probs, 1e-30))
     if outside is not None:
-        logp = np.where(outside[:, None] & (np.arange(len(labels)) != labels.index(OUTSIDE)), -np.inf, logp)
+        logp = np.where(outside[:, None] & (np.arange(len(labels)) != o), -np.inf, logp)
     forbidden = np.where(allowed, 0.0, -np.inf)
     score = np.where(opens, logp[0], -np.inf)
     back = np.zeros(logp.shape, dtype=np.int64)
@@ -119,6 +120,15 @@ def best_bio(probs: np.ndarray, labels: Sequence[str], outside: np.ndarray | Non
 def special_tokens(offsets: Sequence[tuple[int, int]]) -> np.ndarray:
     """The tokens that cover no character (special ones: `decode_entities` reads them as O)."""
     return np.array([start == end for start, end in offsets], dtype=bool)
+
+
+def token_entities(text: str, offsets: Sequence[tuple[int, int]], probs: np.ndarray,
+                   labels: Sequence[str]) -> tuple[Entity, ...]:
+    """The entities of `text` from its tokens' label probabilities (one row per offset): the
+    labels of `best_bio`, each scored by its own probability, through `decode_entities`."""
+    best = best_bio(probs, labels, special_tokens(offsets))
+    return decode_entities(text, offsets, [labels[int(k)] for k in best],
+                           probs[np.arange(len(best)), best].tolist())
 
 
 def decode_entities(text: str, offsets: Sequence[tuple[int, int]], token_labels: Sequence[str],
@@ -549,10 +559,7 @@ class OnnxScorer:
                   logits: np.ndarray) -> tuple[Entity, ...]:
         """BIO decoding of one text's token logits (rows past its own length are sub-batch padding)."""
         labels = self.manifest.heads[head]["labels"]
-        probs = softmax(logits[: len(offsets)] / self._temperature[head])
-        best = best_bio(probs, labels, special_tokens(offsets))
-        return decode_entities(text, offsets, [labels[int(k)] for k in best],
-                               probs[np.arange(len(best)), best].tolist())
+        return token_entities(text, offsets, softmax(logits[: len(offsets)] / self._temperature[head]), labels)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """The package's L2-normalized sentence embeddings (n_texts x dim), one session run per sub-batch."""
