@@ -34,6 +34,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ import numpy as np
 
 from export import parity, per_token
 from stream.core.errors import ModelError
+from stream.core.host import usable_cpus
 from stream.core.scorer import Encoded, create_session, feeds, plan_batches, run_outputs
 
 log = logging.getLogger(__name__)
@@ -233,9 +235,34 @@ def logit_error(ref: parity.Reference, outputs: dict[str, np.ndarray]) -> dict[s
     return {k: result[k] for k in ("label_agreement", "accuracy", "mean_abs_diff", "max_abs_diff")}
 
 
-def evaluate(model: Path, ref: parity.Reference, pad_id: int) -> dict[str, Any]:
-    session, _ = create_session(model, "cpu", spin=False)
+def evaluate(model: Path, ref: parity.Reference, pad_id: int, threads: int = 0) -> dict[str, Any]:
+    session, _ = create_session(model, "cpu", threads, spin=False)
     return logit_error(ref, run_outputs(session, ref.encoded, pad_id, ref.names))
+
+
+def rank_groups(builder: Builder, family: str, ranking: parity.Reference, pad_id: int,
+                workers: int | None = None) -> dict[str, dict[str, Any]]:
+    """Each of the family's groups quantized alone, judged on `ranking`.  The trials run `workers`
+    at a time (the usable CPUs), one thread each: a small graph on short texts keeps two threads of
+    one session less busy than two sessions of one thread (ONNX Runtime releases the GIL in a run),
+    and the next trial is built while the others run."""
+    groups = builder.groups(family)
+    every = {name for nodes in groups.values() for name in nodes}
+    workers = max(1, min(workers or usable_cpus(), len(groups)))
+
+    def run(path: Path) -> dict[str, Any]:
+        try:
+            return evaluate(path, ranking, pad_id, threads=1 if workers > 1 else 0)
+        finally:
+            path.unlink(missing_ok=True)
+
+    with ThreadPoolExecutor(workers) as pool:
+        pending: dict[str, Future[dict[str, Any]]] = {}
+        for k, (group, nodes) in enumerate(groups.items()):
+            path = builder.work / f"rank-{k}.onnx"
+            builder.build(Scheme(family), path, exclude=every - set(nodes), trial=True)
+            pending[group] = pool.submit(run, path)
+        return {group: future.result() for group, future in pending.items()}
 
 
 def holds(result: dict[str, Any], fp32_accuracy: parity.Accuracy) -> bool:
@@ -273,14 +300,10 @@ def sensitive_schemes(builder: Builder, found: Search, selection: parity.Referen
     put back into fp32 (most sensitive first), the schemes that hold the gate on the selection texts
     (the ranking on RANK_TEXTS of them, evenly spread)."""
     started = time.perf_counter()
-    groups = builder.groups(found.family)
-    every = {name for nodes in groups.values() for name in nodes}
     trial = builder.work / "trial.onnx"
     ranking = selection.sample(RANK_TEXTS)
     found.ranked_on = len(ranking.encoded.ids)
-    for group, nodes in groups.items():
-        builder.build(Scheme(found.family), trial, exclude=every - set(nodes), trial=True)
-        found.sensitivity[group] = evaluate(trial, ranking, pad_id)
+    found.sensitivity = rank_groups(builder, found.family, ranking, pad_id)
     ranked = sorted(found.sensitivity, key=lambda g: -found.sensitivity[g]["mean_abs_diff"])
     for n in range(1, len(ranked)):
         scheme = Scheme(found.family, tuple(ranked[:n]))

@@ -137,6 +137,23 @@ def test_sensitivity_search_puts_the_worst_groups_back_first(graphs: tuple[Check
     assert found.to_json()["family"] == "dynamic"
 
 
+@pytest.mark.parametrize("family", ["dynamic", quantize.PER_TOKEN])
+def test_ranking_trials_side_by_side_measure_what_one_at_a_time_does(
+        graphs: tuple[Checkpoint, Path, Path, Path], family: str) -> None:
+    ckpt, plain, fused, work = graphs
+    build = builder(ckpt, plain, fused, work)
+    ranking = reference(ckpt, TEXTS[1::2])
+    apart = quantize.rank_groups(build, family, ranking, ckpt.pad_token_id, workers=1)
+    together = quantize.rank_groups(build, family, ranking, ckpt.pad_token_id, workers=3)
+    assert list(together) == list(apart) == list(build.groups(family))
+    errors = np.array([[apart[g]["mean_abs_diff"], together[g]["mean_abs_diff"]] for g in apart])
+    assert (errors > 0).all()  # each group alone changes the outputs, so the ranking has something to order
+    # One thread or several per session sums the same products: the same figures, to float rounding.
+    np.testing.assert_allclose(errors[:, 1], errors[:, 0], rtol=1e-3, atol=1e-6)
+    assert [g["label_agreement"] for g in together.values()] == [g["label_agreement"] for g in apart.values()]
+    assert not list(work.glob("rank-*.onnx"))  # each trial graph is removed once judged
+
+
 def test_speed_figures_are_positive(graphs: tuple[Checkpoint, Path, Path, Path]) -> None:
     ckpt, plain, _, _ = graphs
     speed = quantize.items_per_cpu_second(plain, reference(ckpt, TEXTS[:16]).encoded, ckpt.pad_token_id,
