@@ -127,6 +127,9 @@ def _weight_option(value: str) -> tuple[str, float]:
 )
 @click.option("--warmup-ratio", type=click.FloatRange(0, 0.5), default=0.1, show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None, help=THREADS_HELP)
+@click.option("--precision", default="auto", show_default=True, metavar="auto|fp32|bf16",
+              help="Arithmetic of the training steps: bf16 autocast, or fp32; auto is bf16 where the CPU "
+              "multiplies bfloat16 natively (AVX512-BF16, AMX).  Weights and evaluation stay fp32.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
 def train_command(
     task: str,
@@ -149,6 +152,7 @@ def train_command(
     cjk_chars: bool,
     warmup_ratio: float,
     threads: int | None,
+    precision: str,
     overwrite: bool,
 ) -> None:
     """Fine-tune a classifier, or with --task analysis one encoder with several heads.
@@ -185,6 +189,7 @@ def train_command(
                 cjk_chars=cjk_chars,
                 warmup_ratio=warmup_ratio,
                 threads=threads,
+                precision=precision,
             )
         )
         return
@@ -210,6 +215,7 @@ def train_command(
             limit=limit,
             warmup_ratio=warmup_ratio,
             threads=threads,
+            precision=precision,
         )
     )
 

@@ -39,6 +39,7 @@ from models.evaluation import Encoded, calibration, collate, encode, length_grou
 from models.multihead import ENTITY_LABELS, SEQUENCE, TOKEN, HeadsConfig, HeadSpec, MultiHeadModel
 from models.splits import SPLITS, Split, normalize_text
 from models.training import (
+    AUTO,
     FULL_LR,
     BestEpoch,
     _save,
@@ -47,6 +48,7 @@ from models.training import (
     cpu_threads,
     fit_epoch,
     optimizer_for,
+    train_precision,
 )
 from stream.core.errors import DataError, ModelError
 from stream.core.scorer import token_entities
@@ -76,6 +78,7 @@ class MultiTaskConfig:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     threads: int | None = None
+    precision: str = AUTO  # see models.training.train_precision
     # One token per CJK character (split_cjk_chars).  Off: on the demo's four heads it raised entity
     # F1 0.43 -> 0.47 but cost sentiment and category 6-7 points of macro-F1 (models/README.md).
     cjk_chars: bool = False
@@ -349,6 +352,7 @@ def train_multitask(config: MultiTaskConfig, echo: Callable[[str], None] = click
         raise DataError(f"--head-weight names heads of this run ({', '.join(names)}) with weights >= 0: {weights}")
 
     # 1. Every input problem fails here, before any weight is loaded.
+    precision = train_precision(config.precision)
     base = resolve_base(config.base)
     check_encoder(load_config(base), config.base)
     heads = [load_head_data(name, data, limit=config.limit_per_head) for name, data in config.heads]
@@ -387,7 +391,7 @@ def train_multitask(config: MultiTaskConfig, echo: Callable[[str], None] = click
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     echo(f"base {config.base} -> {base.location}; {trainable:,} of {total:,} parameters trainable; "
-         f"{threads} CPU thread(s)")
+         f"{threads} CPU thread(s), {precision}")
     for head in heads:
         head.encoded = {s: encode_head(tokenizer, head.spec, head.parts[s], max_length) for s in SPLITS}
         for s in SPLITS:
@@ -418,7 +422,7 @@ def train_multitask(config: MultiTaskConfig, echo: Callable[[str], None] = click
         plan = [(name, b) for name, ls in lengths.items()
                 for b in length_grouped_batches(ls, config.batch_size, rng)]
         rng.shuffle(plan)
-        totals = fit_epoch(model, optimizer, scheduler, plan, loss_of, f"epoch {epoch}/{config.epochs}")
+        totals = fit_epoch(model, optimizer, scheduler, plan, loss_of, f"epoch {epoch}/{config.epochs}", precision)
         validation = {h.spec.name: score_head(model, tokenizer, h.spec, h.encoded["validation"],
                                               config.batch_size * 2)[0] for h in heads}
         mean_score = float(np.mean([v["score"] for v in validation.values()]))
@@ -485,6 +489,7 @@ def train_multitask(config: MultiTaskConfig, echo: Callable[[str], None] = click
             **{k: v for k, v in asdict(config).items() if k not in ("heads", "base", "out")},
             "max_length": max_length,
             "threads": threads,
+            "precision": precision,
             "optimizer": "AdamW",
             "schedule": "linear warmup then linear decay",
             "sampling": "every head's batches once per epoch, shuffled together",

@@ -1,9 +1,43 @@
-"""What this host offers the process: its usable CPUs and how busy other processes keep them."""
+"""What this host offers the process: its CPU (flags, clock), its usable CPUs and how busy other
+processes keep them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from pathlib import Path
+
+CPUINFO = Path("/proc/cpuinfo")
+CPUFREQ_MAX = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+
+
+def parse_cpuinfo(text: str) -> tuple[set[str], str, float | None]:
+    """The first CPU's flags and vendor, and the highest clock in MHz, from /proc/cpuinfo's text."""
+    flags: set[str] = set()
+    vendor, mhz = "", 0.0
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "flags" and not flags:
+            flags = set(value.split())
+        elif key == "vendor_id" and not vendor:
+            vendor = value.strip()
+        elif key == "cpu MHz":
+            with contextlib.suppress(ValueError):
+                mhz = max(mhz, float(value))
+    return flags, vendor, mhz or None
+
+
+def cpu_flags() -> tuple[set[str], str, float | None]:
+    """This host's flags, vendor and clock (cpufreq's maximum where the kernel exposes one)."""
+    try:
+        flags, vendor, mhz = parse_cpuinfo(CPUINFO.read_text(encoding="utf-8"))
+    except OSError:  # not Linux: no peak, rather than a made-up one
+        return set(), "", None
+    with contextlib.suppress(OSError, ValueError):
+        mhz = int(CPUFREQ_MAX.read_text()) / 1000
+    return flags, vendor, mhz
 
 
 def usable_cpus() -> int:

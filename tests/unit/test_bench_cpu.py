@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from export.package import ExportOptions, build_package
 from stream.cli import cli
+from stream.core import host
 from stream.tools.bench import cpu, flops
 from stream.tools.bench.subjects import default_subject, is_multihead_package
 from stream.tools.demo import DEMO_MODELS
@@ -188,21 +189,21 @@ def test_peak_from_cpuinfo_text(cpuinfo: str, fp32: int, int8: int, path: str, t
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     second = cpuinfo.replace("2300.000", "2500.000").replace("2000.000", "2500.000")  # another core, faster now
     (tmp_path / "cpuinfo").write_text(f"processor\t: 0\n{cpuinfo}\nprocessor\t: 1\n{second}", encoding="utf-8")
-    monkeypatch.setattr(cpu, "CPUINFO", tmp_path / "cpuinfo")
-    monkeypatch.setattr(cpu, "CPUFREQ_MAX", tmp_path / "absent")
+    monkeypatch.setattr(host, "CPUINFO", tmp_path / "cpuinfo")
+    monkeypatch.setattr(host, "CPUFREQ_MAX", tmp_path / "absent")
     peak = cpu.host_peak(4)
     assert (peak["fp32_flops_per_cycle"], peak["int8_ops_per_cycle"], peak["int8_path"]) == (fp32, int8, path)
     assert peak["clock_ghz"] == 2.5  # the highest clock any core reports
     assert peak["fp32_gflops"] == pytest.approx(2.5 * fp32 * 4) and peak["int8_gflops"] == pytest.approx(2.5 * int8 * 4)
     (tmp_path / "max").write_text("3100000\n")  # cpufreq's maximum, in kHz, wins where the kernel has it
-    monkeypatch.setattr(cpu, "CPUFREQ_MAX", tmp_path / "max")
+    monkeypatch.setattr(host, "CPUFREQ_MAX", tmp_path / "max")
     assert cpu.host_peak(1)["fp32_gflops"] == pytest.approx(3.1 * fp32)
 
 
 def test_cpuinfo_without_a_clock_gives_no_peak(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert cpu.parse_cpuinfo("flags : avx2 fma\ncpu MHz : n/a\n") == ({"avx2", "fma"}, "", None)
-    monkeypatch.setattr(cpu, "CPUINFO", tmp_path / "absent")
-    assert cpu.cpu_flags() == (set(), "", None)
+    assert host.parse_cpuinfo("flags : avx2 fma\ncpu MHz : n/a\n") == ({"avx2", "fma"}, "", None)
+    monkeypatch.setattr(host, "CPUINFO", tmp_path / "absent")
+    assert host.cpu_flags() == (set(), "", None)
 
 
 def test_bench_on_a_package_reports_size_load_memory_and_peak(package: Path, tmp_path: Path) -> None:

@@ -187,6 +187,43 @@ def test_frozen_embeddings_stay_put(
     assert not torch.equal(before[layer], after["bert." + layer.removeprefix("bert.")])
 
 
+def test_bf16_steps_learn_as_fp32_does_and_save_fp32_weights(
+    tiny_base: Path, review_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from safetensors.torch import load_file
+
+    trained = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        code, stdout, stderr = _run(_train_args(tiny_base, review_csv, out, "--precision", precision), capsys)
+        assert code == 0, stderr
+        assert f"CPU thread(s), {precision}" in stdout
+        report = json.loads((out / "training_report.json").read_text())
+        assert report["hyperparameters"]["precision"] == precision
+        assert report["test_accuracy"] >= 0.9, report["epochs"]
+        trained[precision] = load_file(str(out / "model.safetensors"))
+    assert {t.dtype for t in trained["bf16"].values()} == {torch.float32}  # autocast leaves the weights fp32
+    # Same seed, same batches: only the arithmetic differs, so bf16 really ran.
+    assert any(not torch.equal(trained["fp32"][k], trained["bf16"][k]) for k in trained["fp32"])
+    code, _, stderr = _run(_train_args(tiny_base, review_csv, tmp_path / "fp8", "--precision", "fp8"), capsys)
+    assert code != 0 and "unknown precision 'fp8'" in stderr and not (tmp_path / "fp8").exists()
+
+
+@pytest.mark.parametrize(("flags", "expected"), [("avx2 fma avx512f avx512_bf16", "bf16"), ("avx2 amx_bf16", "bf16"),
+                                                 ("avx2 fma avx512f avx512_vnni", "fp32"), (None, "fp32")])
+def test_auto_precision_is_bf16_only_where_the_cpu_has_it(flags: str | None, expected: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from models.training import train_precision
+    from stream.core import host
+
+    cpuinfo = tmp_path / "cpuinfo"
+    if flags is not None:  # None: no /proc/cpuinfo at all
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n", encoding="utf-8")
+    monkeypatch.setattr(host, "CPUINFO", cpuinfo)
+    assert train_precision("auto") == expected
+    assert train_precision("fp32") == "fp32" and train_precision("bf16") == "bf16"  # asked for, not guessed
+
+
 def test_decoder_base_is_refused_before_training(
     review_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -19,40 +19,10 @@ CPU-second it is set against one core's peak, which is the fair figure on a shar
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any
 
-CPUINFO = Path("/proc/cpuinfo")
-CPUFREQ_MAX = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
-
-
-def parse_cpuinfo(text: str) -> tuple[set[str], str, float | None]:
-    """The first CPU's flags and vendor, and the highest clock in MHz, from /proc/cpuinfo's text."""
-    flags: set[str] = set()
-    vendor, mhz = "", 0.0
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "flags" and not flags:
-            flags = set(value.split())
-        elif key == "vendor_id" and not vendor:
-            vendor = value.strip()
-        elif key == "cpu MHz":
-            with contextlib.suppress(ValueError):
-                mhz = max(mhz, float(value))
-    return flags, vendor, mhz or None
-
-
-def cpu_flags() -> tuple[set[str], str, float | None]:
-    """This host's flags, vendor and clock (cpufreq's maximum where the kernel exposes one)."""
-    try:
-        flags, vendor, mhz = parse_cpuinfo(CPUINFO.read_text(encoding="utf-8"))
-    except OSError:  # not Linux: no peak, rather than a made-up one
-        return set(), "", None
-    with contextlib.suppress(OSError, ValueError):
-        mhz = int(CPUFREQ_MAX.read_text()) / 1000
-    return flags, vendor, mhz
+from stream.core.host import cpu_flags
 
 
 def peak_ops_per_cycle(flags: set[str], vendor: str) -> dict[str, Any]:
