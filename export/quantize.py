@@ -34,7 +34,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,6 +259,8 @@ def rank_groups(builder: Builder, family: str, ranking: parity.Reference, pad_id
     with ThreadPoolExecutor(workers) as pool:
         pending: dict[str, Future[dict[str, Any]]] = {}
         for k, (group, nodes) in enumerate(groups.items()):
+            # At most one built trial waits per worker: a dynamic or static trial is a whole model on disk.
+            wait([f for f in pending.values() if not f.done()][:-workers])
             path = builder.work / f"rank-{k}.onnx"
             builder.build(Scheme(family), path, exclude=every - set(nodes), trial=True)
             pending[group] = pool.submit(run, path)

@@ -30,8 +30,8 @@ from stream.core.host import busy_elsewhere, cpu_flags, usable_cpus
 log = logging.getLogger(__name__)
 
 FULL_LR, LORA_LR = 2e-5, 2e-4
-AUTO = "auto"
-PRECISIONS = (AUTO, "fp32", "bf16")
+AUTO, FP32, BF16 = "auto", "fp32", "bf16"
+PRECISIONS = (AUTO, FP32, BF16)
 T = TypeVar("T")
 
 
@@ -70,7 +70,7 @@ def train_precision(requested: str) -> str:
     if requested != AUTO:
         return requested
     flags, _, _ = cpu_flags()
-    return "bf16" if flags & {"avx512_bf16", "amx_bf16"} else "fp32"
+    return BF16 if flags & {"avx512_bf16", "amx_bf16"} else FP32
 
 
 def cpu_threads(requested: int | None) -> int:
@@ -283,7 +283,7 @@ class BestEpoch:
 
 def fit_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
               batches: Sequence[T], loss_of: Callable[[T], tuple[torch.Tensor, int]], desc: str,
-              precision: str = "fp32") -> list[float]:
+              precision: str = FP32) -> list[float]:
     """One pass: a step per batch (gradients clipped at norm 1, the schedule advanced), with a
     progress bar of the running loss; returns each batch's loss times its examples.  With bf16 the
     loss is computed under CPU autocast and the backward pass runs outside it, as autocast wants."""
@@ -292,7 +292,7 @@ def fit_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule
     seen = 0
     bar = tqdm(batches, desc=desc, unit="batch", dynamic_ncols=True)
     for batch in bar:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == BF16):
             loss, n = loss_of(batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)

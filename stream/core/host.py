@@ -33,7 +33,7 @@ def cpu_flags() -> tuple[set[str], str, float | None]:
     """This host's flags, vendor and clock (cpufreq's maximum where the kernel exposes one)."""
     try:
         flags, vendor, mhz = parse_cpuinfo(CPUINFO.read_text(encoding="utf-8"))
-    except OSError:  # not Linux: no peak, rather than a made-up one
+    except OSError:  # not Linux: no flags, rather than guessed ones
         return set(), "", None
     with contextlib.suppress(OSError, ValueError):
         mhz = int(CPUFREQ_MAX.read_text()) / 1000
