@@ -6,8 +6,12 @@ few tokens with outsized activations (an encoder's sentence markers) set the ste
 token in the batch, which is most of its logit error on our packages, and it makes a text's scores
 move with its batch-mates.  Here each row gets its own symmetric scale (max |x| / 127) and is
 stored as uint8 around a fixed zero point of 128, because ONNX Runtime's integer MatMuls take one
-zero point per tensor.  Weights are int8, symmetric, one scale per output column.  A text's
-scores then depend on its own tokens only, whatever it is batched with.
+zero point per tensor.  Weights are int8, symmetric, one scale per output column, on 7 bits
+(±63, what ONNX Runtime calls reduce_range): x86 cores without VNNI multiply uint8 by int8 with
+vpmaddubsw, which adds each pair of products into an int16 with saturation, and 2 × 255 × 127
+overflows it (outputs off by tens of steps on an AVX2 host, exact on a VNNI one); 2 × 255 × 63 does
+not.  A package has to score the same wherever it runs, so every host gets the 7-bit weights.
+A text's scores then depend on its own tokens only, whatever it is batched with.
 
 Per quantized input (the query, key and value projections share theirs):
 Reshape to rows -> max |x| per row -> row scale -> QuantizeLinear (per row, axis 0) -> Reshape back.
@@ -29,6 +33,7 @@ import numpy as np
 
 MS_DOMAIN = "com.microsoft"
 _ZERO_POINT = 128
+WEIGHT_MAX = 63  # 7-bit weights: a uint8 × int8 pair sum fits int16 on every x86 kernel (see above)
 _MIN_OPSET = 13  # QuantizeLinear with a per-axis scale
 TRIAL_DATA = "per_token_trials.data"  # the tensors of the search's trial graphs (PerTokenInt8)
 
@@ -74,9 +79,9 @@ class PerTokenInt8:
         for node in self._nodes:
             if node.name in self._key:
                 w = numpy_helper.to_array(self._tensors[node.input[1]]).astype(np.float32)
-                scale = np.maximum(np.abs(w).max(axis=0) / 127, 1e-12).astype(np.float32)
+                scale = np.maximum(np.abs(w).max(axis=0) / WEIGHT_MAX, 1e-12).astype(np.float32)
                 k = self._key[node.name]
-                shared[f"{k}_w"] = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+                shared[f"{k}_w"] = np.clip(np.round(w / scale), -WEIGHT_MAX, WEIGHT_MAX).astype(np.int8)
                 shared[f"{k}_ws"] = scale
                 shared[f"pt_rows_{w.shape[0]}"] = np.array([-1, w.shape[0]], np.int64)
         self._tensors |= {name: numpy_helper.from_array(v, name) for name, v in shared.items()}

@@ -78,7 +78,8 @@ class Scheme:
         return self.family.removeprefix("static_") if self.family.startswith("static_") else None
 
     def settings(self, fp32_nodes: Sequence[str]) -> dict[str, Any]:
-        common = {"scheme": self.name, "family": self.family, "weight_type": "QInt8", "per_channel": True,
+        # 7-bit weights in every family: see per_token.WEIGHT_MAX for why.
+        common = {"scheme": self.name, "family": self.family, "weight_type": "QInt8, 7-bit", "per_channel": True,
                   "fp32_groups": list(self.fp32_groups), "fp32_nodes": len(fp32_nodes)}
         if self.family == PER_TOKEN:
             return {"method": "per_token_dynamic", "activation_type": "QUInt8, one symmetric scale per token"} | common
@@ -159,7 +160,7 @@ def quantize_dynamic_int8(src: Path, dst: Path, exclude: Sequence[str] = ()) -> 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with _quiet_root():
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
                          op_types_to_quantize=list(DYNAMIC_OPS), nodes_to_exclude=list(exclude),
                          # Fused contrib ops (Attention, SkipLayerNorm) defeat shape inference; outputs are fp32.
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
@@ -175,8 +176,9 @@ def quantize_static_int8(src: Path, dst: Path, calibration: str, cache: Path, ex
         raise ModelError(f"unknown calibration {calibration!r}", hint=f"one of {', '.join(CALIBRATIONS)}")
     with _quiet_root():
         quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(STATIC_OPS),
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        nodes_to_exclude=list(exclude), calibrate_method=_methods()[calibration],
+                        per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude),
+                        calibrate_method=_methods()[calibration],
                         calibration_cache_path=cache,
                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "CalibStridedMinMax": 1})
 
