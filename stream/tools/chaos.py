@@ -196,6 +196,14 @@ class Slot:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def last_assignment(self) -> str:
+        """The latest consumer's last assignment line, and its last line, from its log."""
+        log = self.logs / f"consumer-{self.index}-{self.starts}.log"
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines() if log.is_file() else []
+        assigned = next((line for line in reversed(lines) if " assigned " in line), "no assignment")
+        state = "running" if self.alive else f"exited {self.proc.returncode if self.proc else None}"
+        return f"slot {self.index}, start {self.starts} ({state}): {assigned}; last: {lines[-1] if lines else '-'}"
+
 
 @dataclass
 class Plan:
@@ -230,6 +238,7 @@ class Report:
     unexpected_dead_letters: int = 0
     drained: bool = False
     seconds: float = 0.0
+    at_deadline: list[str] = field(default_factory=list)  # an undrained run: each partition's lag, each slot's
 
     def lines(self) -> list[str]:
         poison = {k.split(":", 1)[1]: v for k, v in sorted(self.kinds.items()) if k.startswith("poison:")}
@@ -245,6 +254,7 @@ class Report:
             f"duplicated = {self.duplicated}",
             f"dead-lettered = {self.dead_lettered} (bad messages: {self.bad}; "
             f"items dead-lettered instead of scored: {self.unexpected_dead_letters})",
+            *self.at_deadline,
         ]
 
     @property
@@ -425,6 +435,8 @@ class Chaos:
                 time.sleep(1.0)
                 bar.update(int(time.monotonic() - started) - bar.n)
             bar.close()
+            if not self.report.drained:
+                self._record_deadline()
             for slot in self.slots:
                 self._stop(slot, signal.SIGTERM)
             if self._producer_error is not None:
@@ -438,6 +450,20 @@ class Chaos:
             with suppress(YuqingError):
                 self.broker.down()
         return self.report
+
+    def _record_deadline(self) -> None:
+        """Where an undrained run stood: which partitions lag, and who held what, to tell a slow host
+        from a stalled partition."""
+        from stream.kafka.admin import group_lag
+
+        try:
+            rows = group_lag(KafkaSettings(bootstrap_servers=[self.broker.bootstrap]), self.group)
+        except YuqingError as exc:
+            rows, self.report.at_deadline = [], [f"lag unknown: {exc}"]
+        self.report.at_deadline += [f"partition {p}: committed {c}, end {end}" for _, p, c, end in rows if c != end]
+        self.report.at_deadline += [f"partition {p}: nothing committed" for p in
+                                    sorted(set(range(self.plan.partitions)) - {p for _, p, _, _ in rows})]
+        self.report.at_deadline += [slot.last_assignment() for slot in self.slots]
 
     def _churn_for(self, seconds: float, next_kill: float) -> None:
         """Keep killing and reviving consumers while the store refuses writes."""
