@@ -31,9 +31,11 @@ from typing import Any
 
 import numpy as np
 
+from stream.core.manifest import INT8_WEIGHT_BITS
+
 MS_DOMAIN = "com.microsoft"
 _ZERO_POINT = 128
-WEIGHT_MAX = 63  # 7-bit weights: a uint8 × int8 pair sum fits int16 on every x86 kernel (see above)
+WEIGHT_MAX = 2 ** (INT8_WEIGHT_BITS - 1) - 1  # 63: a uint8 × int8 pair sum fits int16 on every x86 kernel
 _MIN_OPSET = 13  # QuantizeLinear with a per-axis scale
 TRIAL_DATA = "per_token_trials.data"  # the tensors of the search's trial graphs (PerTokenInt8)
 

@@ -45,6 +45,7 @@ import numpy as np
 from export import parity, per_token
 from stream.core.errors import ModelError
 from stream.core.host import usable_cpus
+from stream.core.manifest import INT8_WEIGHT_BITS
 from stream.core.scorer import Encoded, create_session, feeds, plan_batches, run_outputs
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,8 @@ class Scheme:
 
     def settings(self, fp32_nodes: Sequence[str]) -> dict[str, Any]:
         # 7-bit weights in every family: see per_token.WEIGHT_MAX for why.
-        common = {"scheme": self.name, "family": self.family, "weight_type": "QInt8, 7-bit", "per_channel": True,
+        common = {"scheme": self.name, "family": self.family, "weight_type": "QInt8", "weight_bits": INT8_WEIGHT_BITS,
+                  "per_channel": True,
                   "fp32_groups": list(self.fp32_groups), "fp32_nodes": len(fp32_nodes)}
         if self.family == PER_TOKEN:
             return {"method": "per_token_dynamic", "activation_type": "QUInt8, one symmetric scale per token"} | common

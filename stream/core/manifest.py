@@ -23,6 +23,9 @@ FORMAT_VERSION = 1  # one classifier: output `logits`, top-level `labels`
 MULTIHEAD_FORMAT = 2  # one encoder, many heads: `heads` names each head's kind, labels and output
 SEQUENCE, TOKEN, EMBEDDING = "sequence", "token", "embedding"  # head kinds
 VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
+# int8 weights on 7 bits: x86 without VNNI sums uint8 × int8 byte pairs into a saturating int16,
+# which 8-bit weights overflow (export/per_token.py).  An int8 variant without `weight_bits` has 8.
+INT8_WEIGHT_BITS = 7
 # Parity status of a variant: passed the gate, or could not be run on the exporting host.
 PASSED, UNCHECKED = "passed", "unchecked"
 _REQUIRED = ("name", "task", "version", "max_length", "inputs", "variants", "files")
@@ -101,6 +104,11 @@ class Manifest:
     @property
     def variants(self) -> dict[str, dict[str, Any]]:
         return {str(k): dict(v) for k, v in self.data["variants"].items()}
+
+    @property
+    def int8_weight_bits(self) -> int:
+        quantization = self.variants.get("int8", {}).get("quantization") or {}
+        return int(quantization.get("weight_bits", 8))
 
     def parity_status(self, variant: str) -> str:
         return str(self.variants[variant].get("parity", {}).get("status", UNCHECKED))

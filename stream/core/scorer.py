@@ -33,6 +33,7 @@ from stream.core.host import usable_cpus
 from stream.core.items import normalize_entity
 from stream.core.manifest import (
     EMBEDDING,
+    INT8_WEIGHT_BITS,
     PASSED,
     SEQUENCE,
     TOKEN,
@@ -417,6 +418,11 @@ def choose_variant(manifest: Manifest, device: str, variant: str, allow_unchecke
         # An int8 graph that needed many fp32 exclusions to hold parity can be slower than fp32.
         log.info("the int8 variant of %s measured slower than fp32 at export; running fp32", manifest.version)
         preferred = ["fp32", "int8"]
+    if device != "cuda" and "int8" in variants and manifest.int8_weight_bits > INT8_WEIGHT_BITS:
+        # Its parity held on the export's host; on a CPU without VNNI its products saturate.
+        log.warning("the int8 variant of %s has %d-bit weights, which a CPU without VNNI gets wrong; running "
+                    "fp32 (re-export the package for a 7-bit int8)", manifest.version, manifest.int8_weight_bits)
+        preferred = [name for name in preferred if name != "int8"]
     for name in preferred:
         if name not in variants:
             continue

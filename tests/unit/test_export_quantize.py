@@ -91,6 +91,22 @@ def test_static_int8_is_qdq_and_independent_of_batch_mates(graphs: tuple[Checkpo
     assert parity.compare(ref, together)["label_agreement"] >= 0.95
 
 
+@pytest.mark.parametrize("family", quantize.FAMILIES)
+def test_every_family_stores_7_bit_weights(graphs: tuple[Checkpoint, Path, Path, Path], family: str) -> None:
+    # x86 without VNNI adds uint8 x int8 byte pairs into a saturating int16: 2 x 255 x 127 overflows,
+    # 2 x 255 x 64 (ONNX Runtime's reduce_range bound) does not.
+    import onnx
+    from onnx import numpy_helper
+
+    ckpt, plain, fused, work = graphs
+    out = work / f"bits-{family}.onnx"
+    settings = builder(ckpt, plain, fused, work).build(quantize.Scheme(family), out)
+    assert settings["weight_bits"] == 7
+    weights = [numpy_helper.to_array(t).astype(int) for t in onnx.load(str(out)).graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and t.dims]
+    assert weights and max(int(np.abs(w).max()) for w in weights) <= 64
+
+
 def test_excluded_groups_stay_fp32(graphs: tuple[Checkpoint, Path, Path, Path]) -> None:
     import onnx
 

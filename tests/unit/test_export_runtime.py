@@ -188,13 +188,15 @@ def test_the_runtime_imports_neither_torch_nor_transformers(package: Path) -> No
     assert done.stdout.startswith("clean")
 
 
-def _manifest_with_speeds(int8_cpu_s: float | None, fp32_cpu_s: float | None) -> Manifest:
+def _manifest_with_speeds(int8_cpu_s: float | None, fp32_cpu_s: float | None,
+                          quantization: dict[str, object] | None = None) -> Manifest:
     parity: dict[str, object] = {"status": "passed"}
     if int8_cpu_s is not None:
         parity["speed_b32"] = {"items_per_cpu_s": int8_cpu_s}
     if fp32_cpu_s is not None:
         parity["fp32_speed_b32"] = {"items_per_cpu_s": fp32_cpu_s}
-    data = {"version": "m-1", "variants": {"fp32": {"parity": {"status": "passed"}}, "int8": {"parity": parity}}}
+    int8 = {"parity": parity, "quantization": {"weight_bits": 7} if quantization is None else quantization}
+    data = {"version": "m-1", "variants": {"fp32": {"parity": {"status": "passed"}}, "int8": int8}}
     return Manifest(Path("."), data)
 
 
@@ -208,3 +210,12 @@ def test_auto_runs_int8_on_cpu_unless_the_export_measured_it_slower(
     manifest = _manifest_with_speeds(int8_cpu_s, fp32_cpu_s)
     assert choose_variant(manifest, "cpu", "auto", allow_unchecked=False) == expected
     assert choose_variant(manifest, "cpu", "int8", allow_unchecked=False) == "int8"  # asked for: no override
+
+
+@pytest.mark.parametrize("quantization", [{}, {"weight_type": "QInt8", "weight_bits": 8}])
+def test_auto_passes_over_an_int8_of_8_bit_weights_on_cpu(quantization: dict[str, object]) -> None:
+    # A package exported before weights went to 7 bits held parity where it was exported only.
+    manifest = _manifest_with_speeds(60.0, 40.0, quantization)
+    assert manifest.int8_weight_bits == 8
+    assert choose_variant(manifest, "cpu", "auto", allow_unchecked=False) == "fp32"
+    assert choose_variant(manifest, "cpu", "int8", allow_unchecked=False) == "int8"
