@@ -16,6 +16,7 @@ import click
 
 from stream.consumer.app import open_scorers, run_pipeline, summary_line
 from stream.core.cli import settings_from
+from stream.core.manifest import INT8_WEIGHT_BITS, MANIFEST, read_manifest
 from stream.core.store import Store, open_store
 
 SAMPLE = Path(__file__).parent / "sample" / "news_sample.jsonl"
@@ -64,10 +65,13 @@ def ensure_demo_packages(cache: Path) -> list[Path]:
     packages = []
     for spec in DEMO_MODELS:
         package = cache / "packages" / spec.name
-        if (package / "manifest.json").is_file():
-            click.echo(f"model {spec.name}: cached at {package}")
-            packages.append(package)
-            continue
+        if (package / MANIFEST).is_file():
+            manifest = read_manifest(package)
+            if "int8" not in manifest.variants or manifest.int8_weight_bits <= INT8_WEIGHT_BITS:
+                click.echo(f"model {spec.name}: cached at {package}")
+                packages.append(package)
+                continue
+            click.echo(f"model {spec.name}: its cached int8 has {manifest.int8_weight_bits}-bit weights; re-exporting")
         checkpoint = cache / "models" / spec.name
         if not (checkpoint / "training_report.json").is_file():
             heads = ", ".join(name for name, _ in spec.heads)
