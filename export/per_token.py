@@ -11,7 +11,8 @@ zero point per tensor.  Weights are int8, symmetric, one scale per output column
 vpmaddubsw, which adds each pair of products into an int16 with saturation, and 2 × 255 × 127
 overflows it (outputs off by tens of steps on an AVX2 host, exact on a VNNI one); 2 × 255 × 63 does
 not.  A package has to score the same wherever it runs, so every host gets the 7-bit weights.
-A text's scores then depend on its own tokens only, whatever it is batched with.
+Which integer each weight gets is GPTQ's choice where calibration texts are given (`export.gptq`),
+else the nearest.  A text's scores then depend on its own tokens only, whatever it is batched with.
 
 Per quantized input (the query, key and value projections share theirs):
 Reshape to rows -> max |x| per row -> row scale -> QuantizeLinear (per row, axis 0) -> Reshape back.
@@ -25,12 +26,13 @@ prepacked weight it gave wrong products in ONNX Runtime 1.31, so the row scale m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from export import gptq
 from stream.core.manifest import INT8_WEIGHT_BITS
 
 MS_DOMAIN = "com.microsoft"
@@ -47,6 +49,12 @@ def weighted_matmuls(model: Any) -> list[str]:
             if node.op_type == "MatMul" and node.name and len(node.input) == 2 and node.input[1] in weights]
 
 
+def weighted_inputs(model: Any) -> list[str]:
+    """The input tensors of those MatMuls, each once (the query, key and value projections share one)."""
+    nodes = {node.name: node for node in model.graph.node}
+    return list(dict.fromkeys(nodes[name].input[0] for name in weighted_matmuls(model)))
+
+
 def quantize_per_token_int8(src: Path, dst: Path, exclude: Sequence[str] = ()) -> int:
     """Rewrite `src` into `dst`; the MatMuls named in `exclude` stay fp32.  Returns how many were quantized."""
     return PerTokenInt8(src).write(dst, exclude)
@@ -57,9 +65,11 @@ class PerTokenInt8:
     writes a variant per trial, each with other MatMuls left in fp32.  A trial (`beside=True`)
     keeps its tensors as references into one data file written once beside it, so a trial's graph
     is a few kilobytes to write instead of the whole model (serializing that was a quarter of a
-    trial's cost)."""
+    trial's cost).  With `hessians` (each weighted MatMul's input tensor -> its Xᵀ X on calibration
+    texts, `gptq.input_hessians`) the weights are rounded by GPTQ, else to nearest."""
 
-    def __init__(self, src: Path) -> None:
+    def __init__(self, src: Path, hessians: Mapping[str, np.ndarray] | None = None,
+                 calibration_tokens: int = 0) -> None:
         import onnx
         from onnx import helper, numpy_helper
 
@@ -78,13 +88,14 @@ class PerTokenInt8:
             "pt_last": np.array([-1], np.int64), "pt_unit": np.array([1], np.int64),
             "pt_axis1": np.array([1], np.int64)}
         self._key = {name: f"pt{i}" for i, name in enumerate(self.matmuls)}
+        self.rounding = gptq.settings(hessians, calibration_tokens)
         for node in self._nodes:
             if node.name in self._key:
                 w = numpy_helper.to_array(self._tensors[node.input[1]]).astype(np.float32)
-                scale = np.maximum(np.abs(w).max(axis=0) / WEIGHT_MAX, 1e-12).astype(np.float32)
                 k = self._key[node.name]
-                shared[f"{k}_w"] = np.clip(np.round(w / scale), -WEIGHT_MAX, WEIGHT_MAX).astype(np.int8)
-                shared[f"{k}_ws"] = scale
+                h = hessians.get(node.input[0]) if hessians else None
+                shared[f"{k}_w"], shared[f"{k}_ws"] = gptq.quantize_rows(
+                    w, h if h is not None else np.zeros((0, 0)), WEIGHT_MAX)
                 shared[f"pt_rows_{w.shape[0]}"] = np.array([-1, w.shape[0]], np.int64)
         self._tensors |= {name: numpy_helper.from_array(v, name) for name, v in shared.items()}
         self._beside: dict[Path, dict[str, Any]] = {}  # directory -> external-data references

@@ -7,7 +7,7 @@ Three families:
   text's scores move a little with its batch-mates;
 * per_token (`export.per_token` on the plain graph): each token row sets its own activation scale
   at run time, so outsized tokens no longer coarsen the others and scores do not depend on
-  batch-mates;
+  batch-mates; its weights are rounded by GPTQ on the calibration texts (`export.gptq`);
 * static QDQ (`quantize_static` on the plain graph, per-channel int8 weights, uint8 activations,
   the u8*s8 VNNI path of x86): activation scales fixed by calibration on training texts (MinMax,
   Entropy or Percentile), so scores do not depend on batch-mates and no per-batch quantization
@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from export import parity, per_token
+from export import gptq, parity, per_token
 from stream.core.errors import ModelError
 from stream.core.host import usable_cpus
 from stream.core.manifest import INT8_WEIGHT_BITS
@@ -197,8 +197,14 @@ class Builder:
 
     @functools.cached_property
     def per_token(self) -> per_token.PerTokenInt8:
-        """The plain graph, loaded and its weights quantized once for every per-token trial."""
-        return per_token.PerTokenInt8(self.plain)
+        """The plain graph, loaded and its weights quantized once (rounded by GPTQ on the
+        calibration texts) for every per-token trial."""
+        import onnx
+
+        inputs = per_token.weighted_inputs(onnx.load(str(self.plain), load_external_data=False))
+        reader = self.calibration_reader()
+        hessians, tokens = gptq.input_hessians(self.plain, inputs, iter(reader.get_next, None))
+        return per_token.PerTokenInt8(self.plain, hessians, tokens)
 
     def groups(self, family: str) -> dict[str, list[str]]:
         """The family's node groups; per-token int8 puts nodes back one by one ("node:<name>"): its
@@ -221,6 +227,7 @@ class Builder:
             exclude = {name for g in scheme.fp32_groups for name in groups.get(g, [])}
         if scheme.family == PER_TOKEN:
             self.per_token.write(dst, sorted(exclude), beside=trial)
+            return scheme.settings(sorted(exclude)) | self.per_token.rounding
         elif scheme.calibration is None:
             quantize_dynamic_int8(self.fp32, dst, sorted(exclude))
         else:

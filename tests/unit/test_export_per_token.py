@@ -161,11 +161,13 @@ def test_the_search_puts_per_token_nodes_back_one_at_a_time(tmp_path: Path) -> N
     plain = tmp_path / "plain.onnx"
     onnx_export.export_fp32(ckpt, plain)
     (tmp_path / "work").mkdir()
-    build = quantize.Builder(plain, plain, tmp_path / "work",
-                             lambda: pytest.fail("per-token int8 needs no calibration"))
+    tokenizer = ref_tokenizer(ckpt)
+    build = quantize.Builder(plain, plain, tmp_path / "work", lambda: quantize.EncodedReader(
+        encode(tokenizer, [text for text, _ in BUILTIN]), ckpt.input_names, ckpt.pad_token_id))
     groups = build.groups(quantize.PER_TOKEN)
     assert all(len(nodes) == 1 and group == f"node:{nodes[0]}" for group, nodes in groups.items())
     first = next(iter(groups))
     settings_ = build.build(quantize.Scheme(quantize.PER_TOKEN, (first,)), tmp_path / "one.onnx")
     assert settings_["method"] == "per_token_dynamic" and settings_["fp32_nodes"] == 1
     assert settings_["scheme"] == "per_token+1_fp32_groups"
+    assert settings_["weight_rounding"] == "gptq" and settings_["gptq"]["calibration_tokens"] > 0
