@@ -89,10 +89,12 @@ class PerTokenInt8:
             "pt_axis1": np.array([1], np.int64)}
         self._key = {name: f"pt{i}" for i, name in enumerate(self.matmuls)}
         self.rounding = gptq.settings(hessians, calibration_tokens)
+        self.weight_elements: dict[str, int] = {}  # MatMul -> K × N, what its int8 GEMM's share of the work is
         for node in self._nodes:
             if node.name in self._key:
                 w = numpy_helper.to_array(self._tensors[node.input[1]]).astype(np.float32)
                 k = self._key[node.name]
+                self.weight_elements[node.name] = int(w.size)
                 h = hessians.get(node.input[0]) if hessians else None
                 shared[f"{k}_w"], shared[f"{k}_ws"] = gptq.quantize_rows(
                     w, h if h is not None else np.zeros((0, 0)), WEIGHT_MAX)

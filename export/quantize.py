@@ -18,8 +18,9 @@ Which nodes stay fp32 is measured, not fixed: the nodes are grouped by kind (the
 every layer: query, key, ..., FFN output; Attention; the embedding) and by layer; each group is
 quantized alone and ranked by its mean logit error on the selection texts (the validation split;
 at most RANK_TEXTS of them, evenly spread);
-the most sensitive groups then go back to fp32 one after another until the rest, quantized
-together, holds the gate on the selection texts.  Every such step is a candidate for the parity
+the groups with the most error for what they cost (per-token: a node's weight elements, the
+share of the int8 work it gives up) then go back to fp32 one after another until the rest,
+quantized together, holds the gate on the selection texts.  Every such step is a candidate for the parity
 gate proper, which runs on the held-out test split.  On a multi-head graph every judgement is by
 every head (a scheme holds only if each head does) and the ranking is by the worst head's mean
 logit error.
@@ -218,6 +219,14 @@ class Builder:
                                                 DYNAMIC_OPS if key == "dynamic" else STATIC_OPS)
         return self._groups[key]
 
+    def cost(self, family: str, group: str) -> float:
+        """What putting `group` back into fp32 gives up, for ordering the search: a per-token node's
+        weight elements (its GEMM's work is in proportion to them: the FFN's are 4 times a
+        projection's); every kind or layer group of the other families counts as one."""
+        if family != PER_TOKEN:
+            return 1.0
+        return float(sum(self.per_token.weight_elements[name] for name in self.groups(family)[group]))
+
     def build(self, scheme: Scheme, dst: Path, exclude: set[str] | None = None, *, trial: bool = False
               ) -> dict[str, Any]:
         """Write the scheme's int8 graph to `dst`; `exclude` overrides the scheme's fp32 groups.  A
@@ -291,12 +300,14 @@ class Search:
     every_node: dict[str, Any] = field(default_factory=dict)  # all groups quantized
     sensitivity: dict[str, dict[str, Any]] = field(default_factory=dict)  # one group alone
     ranked_on: int = 0  # selection texts the sensitivity ran on
+    ranked_by: str = ""  # what orders the groups that go back to fp32
     steps: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {"family": self.family, "every_node": self.every_node, "sensitivity": self.sensitivity,
-                "ranked_on": self.ranked_on, "steps": self.steps, "seconds": round(self.seconds, 1)}
+                "ranked_on": self.ranked_on, "ranked_by": self.ranked_by, "steps": self.steps,
+                "seconds": round(self.seconds, 1)}
 
 
 def probe(builder: Builder, family: str, selection: parity.Reference, pad_id: int) -> Search:
@@ -309,15 +320,18 @@ def probe(builder: Builder, family: str, selection: parity.Reference, pad_id: in
 
 def sensitive_schemes(builder: Builder, found: Search, selection: parity.Reference, pad_id: int,
                       fp32_accuracy: parity.Accuracy) -> Iterator[Scheme]:
-    """Rank the family's groups by the error each causes alone, then yield, after each further group
-    put back into fp32 (most sensitive first), the schemes that hold the gate on the selection texts
-    (the ranking on RANK_TEXTS of them, evenly spread)."""
+    """Rank the family's groups by the error each causes alone, for what it costs (`Builder.cost`),
+    then yield, after each further group put back into fp32 (the most error per cost first), the
+    schemes that hold the gate on the selection texts (the ranking on RANK_TEXTS of them, evenly
+    spread)."""
     started = time.perf_counter()
     trial = builder.work / "trial.onnx"
     ranking = selection.sample(RANK_TEXTS)
     found.ranked_on = len(ranking.encoded.ids)
     found.sensitivity = rank_groups(builder, found.family, ranking, pad_id)
-    ranked = sorted(found.sensitivity, key=lambda g: -found.sensitivity[g]["mean_abs_diff"])
+    found.ranked_by = "mean logit error" + (" per weight element" if found.family == PER_TOKEN else "")
+    ranked = sorted(found.sensitivity,
+                    key=lambda g: -found.sensitivity[g]["mean_abs_diff"] / builder.cost(found.family, g))
     for n in range(1, len(ranked)):
         scheme = Scheme(found.family, tuple(ranked[:n]))
         builder.build(scheme, trial, trial=True)

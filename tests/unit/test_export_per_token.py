@@ -171,3 +171,30 @@ def test_the_search_puts_per_token_nodes_back_one_at_a_time(tmp_path: Path) -> N
     assert settings_["method"] == "per_token_dynamic" and settings_["fp32_nodes"] == 1
     assert settings_["scheme"] == "per_token+1_fp32_groups"
     assert settings_["weight_rounding"] == "gptq" and settings_["gptq"]["calibration_tokens"] > 0
+
+
+def test_the_search_puts_back_first_the_node_with_the_most_error_per_weight(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An FFN node (32 x 64 weights) with 1.5x the error of a query projection (32 x 32) gives up
+    twice its int8 work for it: the projection goes back to fp32 first."""
+    ckpt = load_checkpoint(save_tiny_classifier(tmp_path / "ckpt", report={"max_length": 64}))
+    plain = tmp_path / "plain.onnx"
+    onnx_export.export_fp32(ckpt, plain)
+    (tmp_path / "work").mkdir()
+    tokenizer = ref_tokenizer(ckpt)
+    encoded = encode(tokenizer, [text for text, _ in BUILTIN])
+    build = quantize.Builder(plain, plain, tmp_path / "work", lambda: quantize.EncodedReader(
+        encoded, ckpt.input_names, ckpt.pad_token_id))
+    groups = list(build.groups(quantize.PER_TOKEN))
+    query = next(g for g in groups if "layer.0/attention/self/query" in g)
+    ffn = next(g for g in groups if "layer.0/intermediate/dense" in g)
+    assert build.cost(quantize.PER_TOKEN, ffn) == 2 * build.cost(quantize.PER_TOKEN, query) == 2 * 32 * 32
+    errors = {g: 0.01 for g in groups} | {query: 1.0, ffn: 1.5}
+    ranking = {g: {"mean_abs_diff": e} for g, e in errors.items()}
+    monkeypatch.setattr(quantize, "rank_groups", lambda *_: ranking)
+    found = quantize.Search(quantize.PER_TOKEN)
+    ref = parity.reference(ckpt, encoded, None)
+    schemes = quantize.sensitive_schemes(build, found, ref, ckpt.pad_token_id, None)
+    next(schemes, None)
+    assert found.steps[0]["fp32_groups"] == [query]
+    assert found.ranked_by == "mean logit error per weight element"
