@@ -27,44 +27,47 @@ from stream.core.scorer import create_session
 DAMPENING = 0.01
 
 
-def input_hessians(model_path: Path, inputs: Sequence[str], batches: Iterable[Mapping[str, np.ndarray]]
-                   ) -> tuple[dict[str, np.ndarray], int]:
-    """Xᵀ X (float64) of each graph tensor in `inputs`, over the real tokens of `batches` (feeds
-    with an attention_mask), and how many tokens that was; the graph runs once per batch with those
-    tensors as extra outputs."""
+def input_hessians(model: Any, inputs: Sequence[str], batches: Iterable[Mapping[str, np.ndarray]],
+                   work: Path) -> tuple[dict[str, np.ndarray], int]:
+    """Xᵀ X (float64) of each tensor of `model` (a loaded ModelProto) named in `inputs`, over the
+    real tokens of `batches` (feeds with an attention_mask), and how many tokens that was.  The
+    graph runs once per batch with those tensors as extra outputs, from a probe file in `work`;
+    `model` is left as it was."""
     import onnx
     from onnx import helper
 
-    model = onnx.load(str(model_path))
-    present = {o.name for o in model.graph.output}
-    model.graph.output.extend(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
-                              for name in inputs if name not in present)
-    probe = model_path.with_name(model_path.stem + ".hessian-probe.onnx")
-    onnx.save(model, str(probe))
+    outputs = model.graph.output
+    kept = len(outputs)
+    present = {o.name for o in outputs}
+    outputs.extend(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+                   for name in inputs if name not in present)
+    probe = work / "hessian-probe.onnx"
     try:
+        onnx.save(model, str(probe))
         session, _ = create_session(probe, "cpu", spin=False)
-        takes = {i.name for i in session.get_inputs()}
-        found = {name: np.zeros((0, 0)) for name in inputs}
-        tokens = 0
-        for feeds in batches:
-            real = feeds["attention_mask"].astype(bool)
-            tokens += int(real.sum())
-            values = session.run(list(inputs), {k: v for k, v in feeds.items() if k in takes})
-            for name, value in zip(inputs, values, strict=True):
-                rows = value[real].astype(np.float64)
-                found[name] = rows.T @ rows if found[name].size == 0 else found[name] + rows.T @ rows
-        return found, tokens
     finally:
+        del outputs[kept:]
         probe.unlink(missing_ok=True)
+    takes = {i.name for i in session.get_inputs()}
+    found: dict[str, np.ndarray] = {}
+    tokens = 0
+    for feeds in batches:
+        real = feeds["attention_mask"].astype(bool)
+        tokens += int(real.sum())
+        values = session.run(list(inputs), {k: v for k, v in feeds.items() if k in takes})
+        for name, value in zip(inputs, values, strict=True):
+            rows = value[real].astype(np.float64)
+            found[name] = found.get(name, 0.0) + rows.T @ rows
+    return found, tokens
 
 
-def quantize_rows(weight: np.ndarray, hessian: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+def quantize_rows(weight: np.ndarray, hessian: np.ndarray | None, limit: int) -> tuple[np.ndarray, np.ndarray]:
     """`weight` (inputs × outputs, as a MatMul's second input) as int8 integers in [-limit, limit]
     and one scale per output column, rounded so that x @ weight moves least for inputs x whose
-    Xᵀ X is `hessian`."""
+    Xᵀ X is `hessian` (to nearest without one)."""
     stored = np.maximum(np.abs(weight).max(axis=0) / limit, 1e-12).astype(np.float32)
-    h = np.array(hessian, dtype=np.float64, copy=True)
-    if h.size == 0 or not np.any(np.diag(h) > 0):  # no calibration signal: round to nearest
+    h = None if hessian is None else np.array(hessian, dtype=np.float64, copy=True)
+    if h is None or not np.any(np.diag(h) > 0):  # no calibration signal: round to nearest
         return np.clip(np.round(weight.astype(np.float32) / stored), -limit, limit).astype(np.int8), stored
     w, scale = weight.astype(np.float64), stored.astype(np.float64)  # the error is against the stored grid
     dead = np.diag(h) <= 0  # an input that is always zero: its weights never matter

@@ -26,7 +26,7 @@ prepacked weight it gave wrong products in ONNX Runtime 1.31, so the row scale m
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,11 +65,10 @@ class PerTokenInt8:
     writes a variant per trial, each with other MatMuls left in fp32.  A trial (`beside=True`)
     keeps its tensors as references into one data file written once beside it, so a trial's graph
     is a few kilobytes to write instead of the whole model (serializing that was a quarter of a
-    trial's cost).  With `hessians` (each weighted MatMul's input tensor -> its Xᵀ X on calibration
-    texts, `gptq.input_hessians`) the weights are rounded by GPTQ, else to nearest."""
+    trial's cost).  With `calibration` (feeds of calibration texts, as the graph takes them) the
+    weights are rounded by GPTQ on their activations (`export.gptq`), else to nearest."""
 
-    def __init__(self, src: Path, hessians: Mapping[str, np.ndarray] | None = None,
-                 calibration_tokens: int = 0) -> None:
+    def __init__(self, src: Path, calibration: Iterable[Mapping[str, np.ndarray]] | None = None) -> None:
         import onnx
         from onnx import helper, numpy_helper
 
@@ -88,16 +87,16 @@ class PerTokenInt8:
             "pt_last": np.array([-1], np.int64), "pt_unit": np.array([1], np.int64),
             "pt_axis1": np.array([1], np.int64)}
         self._key = {name: f"pt{i}" for i, name in enumerate(self.matmuls)}
-        self.rounding = gptq.settings(hessians, calibration_tokens)
+        hessians, tokens = (gptq.input_hessians(model, weighted_inputs(model), calibration, src.parent)
+                            if calibration is not None else ({}, 0))
+        self.rounding = gptq.settings(hessians, tokens)
         self.weight_elements: dict[str, int] = {}  # MatMul -> K × N, what its int8 GEMM's share of the work is
         for node in self._nodes:
             if node.name in self._key:
                 w = numpy_helper.to_array(self._tensors[node.input[1]]).astype(np.float32)
                 k = self._key[node.name]
                 self.weight_elements[node.name] = int(w.size)
-                h = hessians.get(node.input[0]) if hessians else None
-                shared[f"{k}_w"], shared[f"{k}_ws"] = gptq.quantize_rows(
-                    w, h if h is not None else np.zeros((0, 0)), WEIGHT_MAX)
+                shared[f"{k}_w"], shared[f"{k}_ws"] = gptq.quantize_rows(w, hessians.get(node.input[0]), WEIGHT_MAX)
                 shared[f"pt_rows_{w.shape[0]}"] = np.array([-1, w.shape[0]], np.int64)
         self._tensors |= {name: numpy_helper.from_array(v, name) for name, v in shared.items()}
         self._beside: dict[Path, dict[str, Any]] = {}  # directory -> external-data references

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from export import gptq, parity, per_token
+from export import parity, per_token
 from stream.core.errors import ModelError
 from stream.core.host import usable_cpus
 from stream.core.manifest import INT8_WEIGHT_BITS
@@ -200,12 +200,8 @@ class Builder:
     def per_token(self) -> per_token.PerTokenInt8:
         """The plain graph, loaded and its weights quantized once (rounded by GPTQ on the
         calibration texts) for every per-token trial."""
-        import onnx
-
-        inputs = per_token.weighted_inputs(onnx.load(str(self.plain), load_external_data=False))
         reader = self.calibration_reader()
-        hessians, tokens = gptq.input_hessians(self.plain, inputs, iter(reader.get_next, None))
-        return per_token.PerTokenInt8(self.plain, hessians, tokens)
+        return per_token.PerTokenInt8(self.plain, iter(reader.get_next, None))
 
     def groups(self, family: str) -> dict[str, list[str]]:
         """The family's node groups; per-token int8 puts nodes back one by one ("node:<name>"): its
