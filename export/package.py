@@ -219,6 +219,16 @@ def _training_data(ckpt: Checkpoint) -> str | None:
     return data if isinstance(data, str) and data else None
 
 
+def _trim_corpus(ckpt: Checkpoint) -> str | None:
+    """What `--trim-vocab auto` counts: the training data; of a multi-head checkpoint every head's
+    (its entity corpora too), each part once."""
+    data = ckpt.report.get("data")
+    if isinstance(data, dict):
+        parts = [part.strip() for spec in data.values() for part in str(spec).split("+") if part.strip()]
+        return "+".join(dict.fromkeys(parts)) or None
+    return _training_data(ckpt)
+
+
 def _check_texts(opts: ExportOptions, ckpt: Checkpoint, split: str, limit: int) -> CheckSet | None:
     """With `--check-data auto`, the `split` of the training data: of a multi-head checkpoint every
     sequence head's own (`limit` texts each, labelled for that head), so each head is held to its
@@ -270,7 +280,7 @@ def _trim(opts: ExportOptions, ckpt: Checkpoint, checks: CheckSet) -> tuple[Chec
     """The checkpoint with a trimmed vocabulary; fails the export if it changes the model's labels."""
     from models.datasets import NER_PREFIX, load_dataset, load_ner
 
-    spec = _training_data(ckpt) if opts.trim_vocab == "auto" else opts.trim_vocab
+    spec = _trim_corpus(ckpt) if opts.trim_vocab == "auto" else opts.trim_vocab
     if not spec:
         raise ModelError("--trim-vocab auto: the training report names no training data",
                          hint="pass the corpora to count, e.g. --trim-vocab builtin:NAME")

@@ -289,3 +289,29 @@ def test_an_entity_corpus_counts_by_its_texts(tmp_path: Path, unigram_ckpt: Path
     assert both["kept_by"]["corpus"] > one["kept_by"]["corpus"]
     # every check text (the built-in sentences) is now covered by counted pieces
     assert both["check_tokenization"]["agreement"] == 1.0
+
+
+def test_auto_trims_a_multi_head_checkpoint_to_every_heads_training_data(
+        tmp_path: Path, unigram_ckpt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A multi-head report names its data per head: `auto` counts all of it, entity corpora by their
+    sentences, and a part two heads share once."""
+    from models import datasets
+    from models.datasets import NerBuiltin, NerExample
+
+    third = len(ZH_EN) // 3
+    corpora = [tmp_path / "a.csv", tmp_path / "b.csv"]
+    for path, texts in zip(corpora, (ZH_EN[:third], ZH_EN[third:2 * third]), strict=True):
+        path.write_text("text,label\n" + "\n".join(f'"{t}",{LABELS[i % 2]}' for i, t in enumerate(texts)) + "\n",
+                        encoding="utf-8")
+    last = NerBuiltin("sentences", "the last third, as an entity corpus",
+                      lambda: [NerExample(t, (), "train") for t in ZH_EN[2 * third:]])
+    monkeypatch.setitem(datasets.NER_BUILTINS, "sentences", last)
+    ckpt = save_unigram_multihead(tmp_path / "heads", unigram_ckpt)
+    data = {"sentiment": f"{corpora[0]}+{corpora[1]}", "risk": str(corpora[1]), "entities": "ner:sentences"}
+    (ckpt / "training_report.json").write_text(json.dumps({"name": "uni-heads", "max_length": 64, "data": data}))
+    info = build_package(ExportOptions(ckpt, tmp_path / "small", trim_vocab="auto", trim_margin=0,
+                                       progress=False)).data["export"]["vocab_trim"]
+    assert info["corpus"] == f"{corpora[0]}+{corpora[1]}+ner:sentences"
+    assert info["corpus_texts"] == len(ZH_EN)
+    assert info["vocab_after"] < info["vocab_before"]
+    assert info["check_tokenization"]["agreement"] == 1.0
