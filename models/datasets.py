@@ -911,9 +911,7 @@ def _load_capped_part(part: str, task: str | None) -> Dataset:
     if int(cap) < 2:
         raise DataError(f"{part}: a part's limit must be at least 2")
     dataset = _load_part(spec, task)
-    dataset.examples = stratified_limit(deduplicate(dataset.examples)[0], int(cap))
-    dataset.spec = part
-    return dataset
+    return replace(dataset, spec=part, examples=stratified_limit(deduplicate(dataset.examples)[0], int(cap)))
 
 
 def _load_part(part: str, task: str | None) -> Dataset:
