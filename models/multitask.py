@@ -204,7 +204,33 @@ def entity_metrics(examples: Sequence[NerExample], predicted: Sequence[Sequence[
                 "predicted": c["tp"] + c["fp"]}
 
     overall = score(counts.pop("all"))
-    return {**overall, "by_type": {kind: score(c) for kind, c in sorted(counts.items())}, "texts": len(examples)}
+    return {**overall, "by_type": {kind: score(c) for kind, c in sorted(counts.items())}, "texts": len(examples),
+            "errors": entity_errors(examples, predicted)}
+
+
+ENTITY_ERRORS = ("wrong_type", "boundary", "boundary_and_type", "missed", "spurious")
+
+
+def entity_errors(examples: Sequence[NerExample], predicted: Sequence[Sequence[Any]]) -> dict[str, int]:
+    """Where exact span-and-type matching loses.  Each gold entity without an exact match is
+    `wrong_type` (a prediction has its span, another type), `boundary` (it overlaps a prediction of
+    its type), `boundary_and_type` (it overlaps predictions of other types only) or `missed`
+    (nothing overlaps it); a prediction without an exact match that overlaps no gold entity is
+    `spurious`."""
+    errors = dict.fromkeys(ENTITY_ERRORS, 0)
+    for example, found in zip(examples, predicted, strict=True):
+        gold = {(e.start, e.end, e.type) for e in example.entities}
+        guess = {(e.start, e.end, e.type) for e in found}
+        for start, end, kind in gold - guess:
+            overlapping = [g for g in guess if g[0] < end and start < g[1]]
+            if any((g[0], g[1]) == (start, end) for g in overlapping):
+                errors["wrong_type"] += 1
+            elif any(g[2] == kind for g in overlapping):
+                errors["boundary"] += 1
+            else:
+                errors["boundary_and_type" if overlapping else "missed"] += 1
+        errors["spurious"] += sum(1 for g in guess - gold if not any(s < g[1] and g[0] < e for s, e, _ in gold))
+    return errors
 
 
 def format_entity_report(result: dict[str, Any]) -> str:
@@ -212,6 +238,9 @@ def format_entity_report(result: dict[str, Any]) -> str:
     rows = [*result["by_type"].items(), ("all", result)]
     lines += [f"{k:<6} {v['precision']:>10.4f} {v['recall']:>10.4f} {v['f1']:>10.4f} {v['support']:>8}"
               for k, v in rows]
+    lines.append("gold entities not matched exactly: " + ", ".join(
+        f"{result['errors'][k]} {k.replace('_', ' ')}" for k in ENTITY_ERRORS if k != "spurious")
+        + f"; predictions overlapping no gold entity: {result['errors']['spurious']}")
     return "\n".join(lines)
 
 

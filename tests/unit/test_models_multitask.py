@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -24,6 +26,7 @@ from models.multitask import (  # noqa: E402
     _hold_out_across_heads,
     bio_labels,
     encode_entities,
+    entity_errors,
     entity_metrics,
     fit_temperature,
     softmax,
@@ -109,6 +112,39 @@ def test_entity_metrics_are_exact_span_and_type() -> None:
     assert result["by_type"]["PER"]["f1"] == 1.0 and result["by_type"]["LOC"]["f1"] == 0.0
     assert result["by_type"]["ORG"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0, "predicted": 1}
     assert entity_metrics([NerExample("a", ())], [[]])["f1"] == 0.0
+    # the one wrong LOC has the right type and an overlapping span; the ORG overlaps nothing
+    assert result["errors"] == {"wrong_type": 0, "boundary": 1, "boundary_and_type": 0, "missed": 0,
+                                "spurious": 1}
+
+
+def test_entity_errors_name_each_way_to_miss() -> None:
+    gold = [NerExample("x" * 40, (Entity(0, 2, "PER"), Entity(4, 8, "ORG"), Entity(10, 12, "LOC"),
+                                   Entity(20, 22, "PER"), Entity(30, 32, "LOC")))]
+    predicted = [[Entity(0, 2, "ORG"),    # the span right, the type wrong
+                  Entity(5, 9, "ORG"),    # the type right, the edges wrong
+                  Entity(11, 14, "PER"),  # both wrong
+                  Entity(30, 32, "LOC"),  # right
+                  Entity(35, 37, "PER")]]  # nothing there; gold (20, 22) is missed
+    assert entity_errors(gold, predicted) == {"wrong_type": 1, "boundary": 1, "boundary_and_type": 1,
+                                              "missed": 1, "spurious": 1}
+
+
+_spans = st.lists(st.tuples(st.integers(0, 30), st.integers(1, 6), st.sampled_from(["PER", "LOC", "ORG"])),
+                  max_size=6).map(lambda xs: tuple(Entity(a, a + n, t) for a, n, t in xs))
+
+
+@given(st.lists(st.tuples(_spans, _spans), min_size=1, max_size=4))
+def test_entity_errors_account_for_every_exact_miss(pairs: list[tuple[tuple[Entity, ...], tuple[Entity, ...]]]) -> None:
+    # Overlapping, duplicate and nested spans included: whatever a decoder emits, every gold entity
+    # without an exact match lands in exactly one bucket, and spurious never exceeds the wrong guesses.
+    gold = [NerExample("x" * 40, g) for g, _ in pairs]
+    predicted = [list(p) for _, p in pairs]
+    result = entity_metrics(gold, predicted)
+    errors = result["errors"]
+    tp = round(result["recall"] * result["support"])
+    assert errors["wrong_type"] + errors["boundary"] + errors["boundary_and_type"] + errors["missed"] \
+        == result["support"] - tp
+    assert 0 <= errors["spurious"] <= result["predicted"] - tp
 
 
 def test_temperature_fixes_overconfidence() -> None:
@@ -274,7 +310,8 @@ def test_analysis_training_end_to_end(tiny_encoder: tuple[Path, dict[str, Path]]
     code, stdout, stderr = _run(["evaluate", "--model", str(out), "--head", "entities", "--data",
                                  str(files["entities"])], capsys)
     assert code == 0, stderr
-    assert "PER" in stdout and stdout.strip().splitlines()[-1].startswith("all")
+    *_, total, misses = stdout.strip().splitlines()
+    assert "PER" in stdout and total.startswith("all") and misses.startswith("gold entities not matched exactly")
     code, _, stderr = _run(["evaluate", "--model", str(out), "--data", str(files["risk"])], capsys)
     assert code == 2 and "--head" in stderr
     code, _, stderr = _run(["evaluate", "--model", str(out), "--head", "mood", "--data", str(files["risk"])],
