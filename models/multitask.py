@@ -80,7 +80,8 @@ class MultiTaskConfig:
     threads: int | None = None
     precision: str = AUTO  # see models.training.train_precision
     # One token per CJK character (split_cjk_chars).  Off: on the demo's four heads it raised entity
-    # F1 0.43 -> 0.47 but cost sentiment and category 6-7 points of macro-F1 (models/README.md).
+    # F1 0.43 -> 0.47 but cost sentiment and category 6-7 points of macro-F1; at reference size it
+    # left MSRA where it was and cost two quality bars (models/README.md).
     cjk_chars: bool = False
     # (head name, multiplier of its loss); unnamed heads weigh 1.  More weight on a head pulls the
     # shared encoder its way without more steps (see "One encoder for every head" in models/README.md).
