@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,9 +189,7 @@ def entity_metrics(examples: Sequence[NerExample], predicted: Sequence[Sequence[
 
     `predicted` holds objects with start, end and type (stream Entity records)."""
     counts: dict[str, Counter[str]] = {"all": Counter()}
-    for example, found in zip(examples, predicted, strict=True):
-        gold = {(e.start, e.end, e.type) for e in example.entities}
-        guess = {(e.start, e.end, e.type) for e in found}
+    for gold, guess in _span_sets(examples, predicted):
         for key in gold | guess:
             outcome = "tp" if key in gold and key in guess else "fn" if key in gold else "fp"
             for bucket in ("all", key[2]):
@@ -219,19 +217,31 @@ def entity_errors(examples: Sequence[NerExample], predicted: Sequence[Sequence[A
     (nothing overlaps it); a prediction without an exact match that overlaps no gold entity is
     `spurious`."""
     errors = dict.fromkeys(ENTITY_ERRORS, 0)
-    for example, found in zip(examples, predicted, strict=True):
-        gold = {(e.start, e.end, e.type) for e in example.entities}
-        guess = {(e.start, e.end, e.type) for e in found}
+    for gold, guess in _span_sets(examples, predicted):
         for start, end, kind in gold - guess:
-            overlapping = [g for g in guess if g[0] < end and start < g[1]]
+            overlapping = [g for g in guess if _overlap(g, (start, end, kind))]
             if any((g[0], g[1]) == (start, end) for g in overlapping):
                 errors["wrong_type"] += 1
             elif any(g[2] == kind for g in overlapping):
                 errors["boundary"] += 1
             else:
                 errors["boundary_and_type" if overlapping else "missed"] += 1
-        errors["spurious"] += sum(1 for g in guess - gold if not any(s < g[1] and g[0] < e for s, e, _ in gold))
+        errors["spurious"] += sum(1 for g in guess - gold if not any(_overlap(g, x) for x in gold))
     return errors
+
+
+Span = tuple[int, int, str]  # start, end, type
+
+
+def _span_sets(examples: Sequence[NerExample],
+               predicted: Sequence[Sequence[Any]]) -> Iterator[tuple[set[Span], set[Span]]]:
+    """Per text, the gold and the predicted (start, end, type) sets that every entity score compares."""
+    for example, found in zip(examples, predicted, strict=True):
+        yield {(e.start, e.end, e.type) for e in example.entities}, {(e.start, e.end, e.type) for e in found}
+
+
+def _overlap(a: Span, b: Span) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
 
 
 def format_entity_report(result: dict[str, Any]) -> str:
